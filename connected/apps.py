@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ConnectedConfig(AppConfig):
+    name = "connected"
+    verbose_name = "Connected registries"

@@ -1,0 +1,275 @@
+"""Registries, connected registries and their sync runs.
+
+The models derive their state (see the methods with docstrings); the rules
+that values must follow live in connected.validation, which clean() calls.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from . import validation
+
+
+class Registry(models.Model):
+    """The top-level parent: an OCI registry endpoint the portal manages."""
+
+    name = models.CharField(max_length=50)
+    login_server = models.CharField(max_length=255, help_text="URL of its OCI endpoint, e.g. http://127.0.0.1:5001")
+    data_endpoint_enabled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "registries"
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="registry_name_unique_ci")]
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        for field, check in (("name", validation.validate_name),
+                             ("login_server", validation.validate_login_server)):
+            try:
+                setattr(self, field, check(getattr(self, field)))
+            except ValidationError as e:
+                errors.update(e.message_dict)
+        if not errors.get("name") and Registry.objects.filter(name__iexact=self.name).exclude(pk=self.pk).exists():
+            errors["name"] = [f"a registry named '{self.name}' already exists."]
+        if errors:
+            raise ValidationError(errors)
+
+    def data_endpoint_host(self) -> str:
+        """The host[:port] that connected registries use as ParentGatewayEndpoint."""
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.login_server).netloc
+
+
+class ConnectedRegistry(models.Model):
+    """An on-premises registry mirroring selected repositories of its parent.
+
+    parent is None when the parent is the top-level registry."""
+
+    class Mode(models.TextChoices):
+        READ_ONLY = "ReadOnly"
+        READ_WRITE = "ReadWrite"
+
+    class Activation(models.TextChoices):
+        ACTIVE = "Active"
+        INACTIVE = "Inactive"
+
+    class ConnectionState(models.TextChoices):
+        ONLINE = "Online"
+        OFFLINE = "Offline"
+        SYNCING = "Syncing"
+        UNHEALTHY = "Unhealthy"
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="connected_registries")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    name = models.CharField(max_length=50)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.READ_ONLY)
+    repositories = models.JSONField(default=list, help_text="Repository names, lower-cased, in the order given")
+    sync_schedule = models.CharField(max_length=100, default=validation.CONTINUOUS_SCHEDULE)
+    sync_window = models.CharField(max_length=32, null=True, blank=True)
+    message_ttl = models.CharField(max_length=32, default=validation.DEFAULT_MESSAGE_TTL)
+    log_level = models.CharField(max_length=12, default="Information")
+    login_server = models.CharField(max_length=255, blank=True, default="",
+                                    help_text="URL of this connected registry's own OCI endpoint")
+    activation_status = models.CharField(max_length=8, choices=Activation.choices, default=Activation.INACTIVE)
+    connection_state = models.CharField(max_length=10, choices=ConnectionState.choices,
+                                        default=ConnectionState.OFFLINE)
+    status_details = models.JSONField(default=list, blank=True)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    # The per-registry sync lock: a lease in the shared database, taken with
+    # one conditional UPDATE, renewed while a sync works, expiring if its
+    # worker dies. See connected.locks.
+    sync_lock_owner = models.CharField(max_length=64, blank=True, default="")
+    sync_lock_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "connected registries"
+        ordering = ["registry__name", "name"]
+        constraints = [
+            models.UniqueConstraint("registry", Lower("name"), name="connected_registry_name_unique_ci"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    # --- validation -----------------------------------------------------
+    def clean(self):
+        errors = {}
+
+        def check(field, func, *args):
+            try:
+                return func(*args)
+            except ValidationError as e:
+                errors.update(e.message_dict)
+
+        self.name = check("name", validation.validate_name, self.name) or self.name
+        self.mode = check("mode", validation.validate_mode, self.mode) or self.mode
+        self.repositories = check("repositories", validation.normalize_repositories, self.repositories) \
+            or self.repositories
+        self.log_level = check("log_level", validation.validate_log_level, self.log_level) or self.log_level
+        props = check("sync_schedule", validation.normalize_sync_properties, self.sync_schedule, self.sync_window)
+        if props:
+            self.sync_schedule, self.sync_window = props
+        self.message_ttl = check("message_ttl", validation.validate_message_ttl, self.message_ttl) \
+            or self.message_ttl
+        if self.login_server:
+            self.login_server = check("login_server", validation.validate_login_server, self.login_server) \
+                or self.login_server
+        if self.parent_id:
+            parent = self.parent
+            if parent.registry_id != self.registry_id:
+                errors["parent"] = [f"'{parent.name}' is not a connected registry of '{self.registry.name}'."]
+            elif self.pk and (parent.pk == self.pk or self.pk in [a.pk for a in parent.ancestors()]):
+                errors["parent"] = ["a connected registry cannot be its own ancestor."]
+            elif "mode" not in errors:
+                check("mode", validation.validate_child_mode, self.mode, parent.mode)
+        if "name" not in errors and self.registry_id:
+            clash = ConnectedRegistry.objects.filter(registry_id=self.registry_id, name__iexact=self.name)
+            if clash.exclude(pk=self.pk).exists():
+                errors["name"] = [f"a connected registry named '{self.name}' already exists in "
+                                  f"'{self.registry.name}'."]
+        if errors:
+            raise ValidationError(errors)
+
+    # --- derived state --------------------------------------------------
+    def ancestors(self) -> list["ConnectedRegistry"]:
+        """The connected registries above this one, nearest first (the
+        top-level registry is not included)."""
+        chain, node, seen = [], self.parent, set()
+        while node is not None and node.pk not in seen:
+            seen.add(node.pk)
+            chain.append(node)
+            node = node.parent
+        return chain
+
+    def parent_name(self) -> str:
+        """The parent's name as the CLI and pages show it."""
+        return self.parent.name if self.parent_id else self.registry.name
+
+    def parent_login_server(self) -> str:
+        """The URL of the OCI endpoint this connected registry syncs from."""
+        return self.parent.login_server if self.parent_id else self.registry.login_server
+
+    def is_continuous(self) -> bool:
+        """True when the schedule is the continuous one (the window is ignored)."""
+        return validation.is_continuous(self.sync_schedule)
+
+    def sync_window_display(self) -> str:
+        """The window as the CLI table shows it: the duration, or '-' for continuous sync."""
+        if self.is_continuous() or not self.sync_window:
+            return "-"
+        return self.sync_window
+
+    def sync_window_delta(self) -> dt.timedelta | None:
+        if self.is_continuous() or not self.sync_window:
+            return None
+        return validation.parse_duration(self.sync_window, "sync_window")
+
+    def is_sync_locked(self, now: dt.datetime | None = None) -> bool:
+        """True while a sync holds this connected registry's lease."""
+        now = now or timezone.now()
+        return bool(self.sync_lock_owner) and self.sync_lock_expires_at is not None \
+            and self.sync_lock_expires_at > now
+
+    def sync_blockers(self) -> list[str]:
+        """Why a sync cannot run now, as sentences; empty when it can."""
+        reasons = []
+        if not self.login_server:
+            reasons.append("it has no login server: bind a deployed instance first.")
+        if not self.registry.data_endpoint_enabled:
+            reasons.append(f"the data endpoint of registry '{self.registry.name}' is disabled "
+                           f"(enable it: python manage.py acr update --name {self.registry.name} "
+                           "--data-endpoint-enabled).")
+        return reasons
+
+
+class SyncRun(models.Model):
+    """One sync of one connected registry, with its outcome and counters."""
+
+    class Trigger(models.TextChoices):
+        INITIAL = "initial"
+        CONTINUOUS = "continuous"
+        SCHEDULE = "schedule"
+        MANUAL = "manual"
+        MESSAGE = "message"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        PARTIAL = "partial"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        WINDOW_CLOSED = "window_closed", "window closed"
+        SKIPPED = "skipped", "skipped (another run was active)"
+
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED,
+                Status.WINDOW_CLOSED, Status.SKIPPED)
+
+    connected_registry = models.ForeignKey(ConnectedRegistry, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=12, choices=Trigger.choices, default=Trigger.MANUAL)
+    status = models.CharField(max_length=14, choices=Status.choices, default=Status.QUEUED)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    tags_planned = models.PositiveIntegerField(default=0)
+    tags_done = models.PositiveIntegerField(default=0)
+    tags_copied = models.PositiveIntegerField(default=0)
+    tags_skipped = models.PositiveIntegerField(default=0, help_text="Tags already in sync")
+    tags_failed = models.PositiveIntegerField(default=0)
+    bytes_moved = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    worker = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["-queued_at", "-pk"]
+        indexes = [models.Index(fields=["connected_registry", "-queued_at"])]
+
+    def __str__(self):
+        return f"{self.connected_registry.name} run {self.pk} ({self.status})"
+
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def duration(self) -> dt.timedelta | None:
+        """Wall time from start to end (or to now while running); None before it starts."""
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class SyncRunTag(models.Model):
+    """The ledger of a run: what happened to each tag."""
+
+    class Outcome(models.TextChoices):
+        COPIED = "copied"
+        IN_SYNC = "in_sync", "already in sync"
+        DELETED = "deleted"
+        FAILED = "failed"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="tags")
+    repository = models.CharField(max_length=255)
+    tag = models.CharField(max_length=128)
+    digest = models.CharField(max_length=100, blank=True, default="")
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    bytes_moved = models.BigIntegerField(default=0)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["repository", "tag"]
