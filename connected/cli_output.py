@@ -1,0 +1,184 @@
+"""What the CLI prints, as plain data and text: the public API's camelCase
+dictionaries (reused by the pages and a future API), az-style tables, the
+tree order of connected registries, --query lookups and sync-run outcomes.
+Nothing here writes to the database."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from urllib.parse import urlsplit
+
+from .models import ConnectedRegistry, Registry, SyncRun
+
+# The seed writes `--query lastSync`; the API property is nested.
+QUERY_ALIASES = {"lastSync": "parent.syncProperties.lastSyncTime"}
+
+SHOW_COLUMNS = ("NAME", "MODE", "CONNECTION STATE", "PARENT", "LOGIN SERVER", "LAST SYNC (UTC)",
+                "SYNC SCHEDULE", "SYNC WINDOW", "SYNC STATE")
+LIST_COLUMNS = ("NAME", "MODE", "CONNECTION STATE", "PARENT", "LOGIN SERVER", "LAST SYNC (UTC)", "SYNC STATE")
+REGISTRY_COLUMNS = ("NAME", "LOGIN SERVER", "DATA ENDPOINT ENABLED", "CREATION DATE (UTC)")
+
+
+def iso_time(value: dt.datetime | None) -> str | None:
+    """UTC, ISO 8601 with a Z, as the public API writes times."""
+    if value is None:
+        return None
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def table_time(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def registry_id(registry: Registry) -> str:
+    return f"/registries/{registry.name}"
+
+
+def connected_registry_id(cr: ConnectedRegistry) -> str:
+    return f"{registry_id(cr.registry)}/connectedRegistries/{cr.name}"
+
+
+def gateway_endpoint(cr: ConnectedRegistry) -> str | None:
+    """Where cr's sync messages go: the registry's data endpoint, or for a
+    nested child its parent connected registry's endpoint (None until that
+    parent has a login server)."""
+    if cr.parent_id:
+        return urlsplit(cr.parent.login_server).netloc or None
+    return cr.registry.data_endpoint_host()
+
+
+def registry_to_dict(registry: Registry) -> dict:
+    host = registry.data_endpoint_host()
+    return {
+        "id": registry_id(registry),
+        "name": registry.name,
+        "loginServer": registry.login_server,
+        "dataEndpointEnabled": registry.data_endpoint_enabled,
+        "dataEndpointHostNames": [host] if registry.data_endpoint_enabled else [],
+        "creationDate": iso_time(registry.created_at),
+        "provisioningState": "Succeeded",
+    }
+
+
+def connected_registry_to_dict(cr: ConnectedRegistry) -> dict:
+    """A connected registry in the public API's shape (camelCase names)."""
+    return {
+        "id": connected_registry_id(cr),
+        "name": cr.name,
+        "mode": cr.mode,
+        "connectionState": cr.connection_state,
+        "activation": {"status": cr.activation_status},
+        "parent": {
+            "id": connected_registry_id(cr.parent) if cr.parent_id else None,
+            "syncProperties": {
+                "tokenId": f"{registry_id(cr.registry)}/tokens/{cr.name}-sync-token",
+                "schedule": cr.sync_schedule,
+                "syncWindow": None if cr.is_continuous() else cr.sync_window,
+                "messageTtl": cr.message_ttl,
+                "lastSyncTime": iso_time(cr.last_sync_at),
+                "gatewayEndpoint": gateway_endpoint(cr),
+            },
+        },
+        "lastActivityTime": iso_time(cr.last_activity_at),
+        "loginServer": cr.login_server or None,
+        "logging": {"logLevel": cr.log_level},
+        "statusDetails": list(cr.status_details or []),
+        "clientTokenIds": [],
+        "repositories": list(cr.repositories or []),
+        "provisioningState": "Succeeded",
+    }
+
+
+def to_json(data) -> str:
+    return json.dumps(data, indent=2)
+
+
+def query(data: dict, path: str):
+    """The value at a dotted camelCase path (keys matched exactly, else
+    case-insensitively). Raises KeyError naming the part that does not exist."""
+    value = data
+    for part in QUERY_ALIASES.get(path, path).split("."):
+        if not isinstance(value, dict):
+            raise KeyError(part)
+        key = part if part in value else next((k for k in value if k.lower() == part.lower()), None)
+        if key is None:
+            raise KeyError(part)
+        value = value[key]
+    return value
+
+
+def latest_run(cr: ConnectedRegistry) -> SyncRun | None:
+    return cr.runs.order_by("-queued_at", "-pk").first()
+
+
+def tree_order(crs, root: ConnectedRegistry | None = None,
+               children: bool = True) -> list[tuple[ConnectedRegistry, int]]:
+    """(connected registry, depth) pairs, each parent followed by its children,
+    siblings by name. root None starts at the top-level registry; children
+    False keeps only the direct children of the start."""
+    by_parent: dict[int | None, list[ConnectedRegistry]] = {}
+    for cr in crs:
+        by_parent.setdefault(cr.parent_id, []).append(cr)
+    for siblings in by_parent.values():
+        siblings.sort(key=lambda c: c.name.lower())
+    rows: list[tuple[ConnectedRegistry, int]] = []
+
+    def walk(parent_id, depth):
+        for cr in by_parent.get(parent_id, []):
+            rows.append((cr, depth))
+            if children:
+                walk(cr.pk, depth + 1)
+
+    walk(root.pk if root else None, 0)
+    return rows
+
+
+def connected_registry_row(cr: ConnectedRegistry, depth: int = 0, with_schedule: bool = True) -> list[str]:
+    run = latest_run(cr)
+    row = ["  " * depth + cr.name, cr.mode, cr.connection_state, cr.parent_name(),
+           cr.login_server or "-", table_time(cr.last_sync_at)]
+    if with_schedule:
+        row += [cr.sync_schedule, cr.sync_window_display()]
+    row.append(run.status if run else "-")
+    return row
+
+
+def registry_row(registry: Registry) -> list[str]:
+    return [registry.name, registry.login_server, str(registry.data_endpoint_enabled).lower(),
+            table_time(registry.created_at)]
+
+
+def table(columns, rows) -> str:
+    """az's table output: a header, a row of dashes, then the rows, columns
+    separated by two spaces and as wide as their widest cell."""
+    widths = [max([len(c)] + [len(str(r[i])) for r in rows]) for i, c in enumerate(columns)]
+
+    def line(cells):
+        return "  ".join(str(cell).ljust(w) for cell, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(columns), line("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def run_outcome(run: SyncRun) -> str:
+    """What a finished (or still unfinished) run did, a few lines for people."""
+    duration = run.duration()
+    lines = [
+        f"run {run.pk}: {run.status}",
+        f"  tags: {run.tags_copied} copied, {run.tags_skipped} already in sync, {run.tags_failed} failed",
+        f"  bytes: {human_bytes(run.bytes_moved)} ({run.bytes_moved})",
+        f"  duration: {duration.total_seconds():.1f} s" if duration is not None else "  duration: -",
+    ]
+    if run.error:
+        lines.append(f"  error: {run.error}")
+    return "\n".join(lines)
