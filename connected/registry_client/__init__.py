@@ -1,16 +1,17 @@
-"""A small client for the OCI distribution protocol (placeholder: being written)."""
-import httpx
+"""A small client for the OCI distribution protocol (distribution, Harbor,
+zot…): manifests, blobs, tags, catalog, with anonymous, Basic and bearer-token
+auth. It knows nothing of Django; connected.sync decides what to copy.
 
+Modules: errors, manifest (media types, Descriptor, Manifest), auth, client
+(RegistryClient, BlobStream, ping), transfer (copy_blob)."""
+from .client import BlobStream, RegistryClient, ping
+from .errors import AuthError, DigestMismatch, NotFound, RegistryError, Unreachable
+from .manifest import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, OCI_INDEX,
+                       OCI_MANIFEST, Descriptor, Manifest)
+from .transfer import copy_blob
 
-class RegistryError(Exception):
-    pass
-
-
-def ping(base_url: str, timeout: float = 5.0) -> None:
-    """Raise RegistryError unless base_url answers /v2/ as a registry (200 or 401)."""
-    try:
-        response = httpx.get(base_url.rstrip("/") + "/v2/", timeout=timeout)
-    except httpx.HTTPError as e:
-        raise RegistryError(f"{base_url} is unreachable: {e}") from e
-    if response.status_code not in (200, 401):
-        raise RegistryError(f"{base_url} does not answer as an OCI registry (GET /v2/ gave {response.status_code})")
+__all__ = [
+    "AuthError", "BlobStream", "Descriptor", "DigestMismatch", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST",
+    "INDEX_MEDIA_TYPES", "MANIFEST_MEDIA_TYPES", "Manifest", "NotFound", "OCI_INDEX", "OCI_MANIFEST",
+    "RegistryClient", "RegistryError", "Unreachable", "copy_blob", "ping",
+]
