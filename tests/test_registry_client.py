@@ -65,123 +65,123 @@ def registry(registry_factory):
 
 
 @pytest.fixture
-def client(registry):
-    with RegistryClient(registry.url, timeout=10) as c:
-        yield c
+def rc(registry):
+    with RegistryClient(registry.url, timeout=10) as client:
+        yield client
 
 
-def test_push_an_image_and_read_it_back_byte_exact(client):
-    client.ping()
-    pushed = push_image(client, "team/app", "v1")
-    assert client.head_manifest("team/app", "v1") == pushed.digest
-    by_tag = client.get_manifest("team/app", "v1")
-    by_digest = client.get_manifest("team/app", pushed.digest)
+def test_push_an_image_and_read_it_back_byte_exact(rc):
+    rc.ping()
+    pushed = push_image(rc, "team/app", "v1")
+    assert rc.head_manifest("team/app", "v1") == pushed.digest
+    by_tag = rc.get_manifest("team/app", "v1")
+    by_digest = rc.get_manifest("team/app", pushed.digest)
     for got in (by_tag, by_digest):
         assert got.content == pushed.content
         assert got.digest == pushed.digest
         assert got.media_type == OCI_MANIFEST
     assert [b.digest for b in by_tag.blobs()] == [b.digest for b in pushed.blobs()]
     for blob in by_tag.blobs():
-        with client.open_blob("team/app", blob.digest) as stream:
+        with rc.open_blob("team/app", blob.digest) as stream:
             assert stream.size == blob.size
             data = b"".join(stream.iter_chunks(chunk_size=4096))
         assert digest(data) == blob.digest
-    assert client.list_tags("team/app") == ["v1"]
-    assert client.catalog() == ["team/app"]
+    assert rc.list_tags("team/app") == ["v1"]
+    assert rc.catalog() == ["team/app"]
 
 
 @pytest.mark.parametrize("docker", [False, True], ids=["oci-index", "docker-manifest-list"])
-def test_multi_platform_round_trip_keeps_digests(client, docker):
-    index, children = push_multi_platform(client, "multi", "latest", docker)
-    got = client.get_manifest("multi", "latest")
+def test_multi_platform_round_trip_keeps_digests(rc, docker):
+    index, children = push_multi_platform(rc, "multi", "latest", docker)
+    got = rc.get_manifest("multi", "latest")
     assert got.content == index.content and got.digest == index.digest
     assert got.media_type == (DOCKER_MANIFEST_LIST if docker else OCI_INDEX)
     listed = got.child_manifests()
     assert [d.digest for d in listed] == [c.digest for c in children]
     assert [d.platform["architecture"] for d in listed] == ["amd64", "arm64"]
     for descriptor, child in zip(listed, children):
-        fetched = client.get_manifest("multi", descriptor.digest)
+        fetched = rc.get_manifest("multi", descriptor.digest)
         assert fetched.content == child.content and fetched.media_type == descriptor.media_type
         assert len(fetched.blobs()) == 3
-    assert client.head_manifest("multi", "latest") == index.digest
+    assert rc.head_manifest("multi", "latest") == index.digest
 
 
-def test_manifest_put_needs_the_exact_media_type(client):
-    pushed = push_image(client, "typed")
+def test_manifest_put_needs_the_exact_media_type(rc):
+    pushed = push_image(rc, "typed")
     wrong = Manifest(media_type="application/json", digest=pushed.digest, content=pushed.content)
     with pytest.raises(RegistryError) as failure:
-        client.put_manifest("typed", "wrong", wrong)
+        rc.put_manifest("typed", "wrong", wrong)
     assert failure.value.status == 400 and failure.value.code == "MANIFEST_INVALID"
-    assert client.head_manifest("typed", "wrong") is None
+    assert rc.head_manifest("typed", "wrong") is None
 
 
-def test_manifest_put_needs_its_blobs_first(client):
+def test_manifest_put_needs_its_blobs_first(rc):
     config = b"{}"
     body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": digest(config), "size": 2}, "layers": []}
     with pytest.raises(RegistryError) as failure:
-        client.put_manifest("missing", "v1", Manifest.from_bytes(json.dumps(body).encode()))
+        rc.put_manifest("missing", "v1", Manifest.from_bytes(json.dumps(body).encode()))
     assert failure.value.code == "MANIFEST_BLOB_UNKNOWN"
 
 
-def test_blob_exists_lets_a_copier_skip_present_blobs(client):
+def test_blob_exists_lets_a_copier_skip_present_blobs(rc):
     data = os.urandom(5000)
-    assert client.blob_exists("skip", digest(data)) is False
-    push_blob(client, "skip", data)
-    assert client.blob_exists("skip", digest(data)) is True
+    assert rc.blob_exists("skip", digest(data)) is False
+    push_blob(rc, "skip", data)
+    assert rc.blob_exists("skip", digest(data)) is True
 
 
-def test_empty_blob_uploads(client):
-    push_blob(client, "empty", b"")
-    assert client.blob_exists("empty", digest(b""))
+def test_empty_blob_uploads(rc):
+    push_blob(rc, "empty", b"")
+    assert rc.blob_exists("empty", digest(b""))
 
 
-def test_cross_repository_mount(client):
+def test_cross_repository_mount(rc):
     data = os.urandom(10_000)
-    push_blob(client, "source", data)
-    assert client.mount_blob("dest", digest(data), from_repo="source") is True
-    assert client.blob_exists("dest", digest(data))
+    push_blob(rc, "source", data)
+    assert rc.mount_blob("dest", digest(data), from_repo="source") is True
+    assert rc.blob_exists("dest", digest(data))
     other = os.urandom(10_000)
-    assert client.mount_blob("dest", digest(other), from_repo="source") is False
-    assert client.blob_exists("dest", digest(other)) is False
+    assert rc.mount_blob("dest", digest(other), from_repo="source") is False
+    assert rc.blob_exists("dest", digest(other)) is False
 
 
-def test_tag_and_catalog_paging(client):
-    pushed = push_image(client, "paged", "t0")
+def test_tag_and_catalog_paging(rc):
+    pushed = push_image(rc, "paged", "t0")
     for i in range(1, 5):
-        client.put_manifest("paged", f"t{i}", pushed)
+        rc.put_manifest("paged", f"t{i}", pushed)
     for name in ("r1", "r2", "r3", "r4"):
         for blob in pushed.blobs():
-            client.mount_blob(name, blob.digest, "paged")
-        client.put_manifest(name, "v1", pushed)
-    assert sorted(client.list_tags("paged", page_size=2)) == ["t0", "t1", "t2", "t3", "t4"]
-    assert client.catalog(page_size=2) == ["paged", "r1", "r2", "r3", "r4"]
+            rc.mount_blob(name, blob.digest, "paged")
+        rc.put_manifest(name, "v1", pushed)
+    assert sorted(rc.list_tags("paged", page_size=2)) == ["t0", "t1", "t2", "t3", "t4"]
+    assert rc.catalog(page_size=2) == ["paged", "r1", "r2", "r3", "r4"]
 
 
-def test_unknown_things_are_not_found(client):
+def test_unknown_things_are_not_found(rc):
     with pytest.raises(NotFound) as failure:
-        client.list_tags("nobody/here")
+        rc.list_tags("nobody/here")
     assert failure.value.code == "NAME_UNKNOWN"
-    push_image(client, "known", "v1")
+    push_image(rc, "known", "v1")
     with pytest.raises(NotFound):
-        client.get_manifest("known", "nope")
-    assert client.head_manifest("known", "nope") is None
-    assert client.head_manifest("nobody/here", "v1") is None
+        rc.get_manifest("known", "nope")
+    assert rc.head_manifest("known", "nope") is None
+    assert rc.head_manifest("nobody/here", "v1") is None
     with pytest.raises(NotFound):
-        with client.open_blob("known", digest(b"not there")):
+        with rc.open_blob("known", digest(b"not there")):
             pass
     with pytest.raises(NotFound):
-        client.delete_manifest("known", digest(b"not there"))
+        rc.delete_manifest("known", digest(b"not there"))
 
 
-def test_delete_by_digest_removes_the_tags(client):
-    pushed = push_image(client, "gone", "v1")
-    client.put_manifest("gone", "v2", pushed)
-    client.delete_manifest("gone", pushed.digest)
-    assert client.head_manifest("gone", "v1") is None
-    assert client.head_manifest("gone", "v2") is None
+def test_delete_by_digest_removes_the_tags(rc):
+    pushed = push_image(rc, "gone", "v1")
+    rc.put_manifest("gone", "v2", pushed)
+    rc.delete_manifest("gone", pushed.digest)
+    assert rc.head_manifest("gone", "v1") is None
+    assert rc.head_manifest("gone", "v2") is None
     with pytest.raises(ValueError):
-        client.delete_manifest("gone", "v1")
+        rc.delete_manifest("gone", "v1")
 
 
 # --- copying blobs -----------------------------------------------------------
@@ -201,19 +201,19 @@ def test_copy_blob_between_registries(parent_registry, child_registry):
         assert "sha256:" + hasher.hexdigest() == descriptor.digest
 
 
-def test_digest_mismatch_stores_nothing(client):
+def test_digest_mismatch_stores_nothing(rc):
     data = os.urandom(300_000)
     claimed = digest(b"something else")
     with pytest.raises(DigestMismatch):
-        client.upload_blob("bad", claimed, len(data), [data[:100_000], data[100_000:]])
-    assert client.blob_exists("bad", claimed) is False
-    assert client.blob_exists("bad", digest(data)) is False
+        rc.upload_blob("bad", claimed, len(data), [data[:100_000], data[100_000:]])
+    assert rc.blob_exists("bad", claimed) is False
+    assert rc.blob_exists("bad", digest(data)) is False
     # Too few or too many bytes for the size announced are refused the same way.
     with pytest.raises(DigestMismatch):
-        client.upload_blob("bad", digest(data), len(data) + 1, [data])
+        rc.upload_blob("bad", digest(data), len(data) + 1, [data])
     with pytest.raises(DigestMismatch):
-        client.upload_blob("bad", digest(data), len(data) - 1, [data])
-    assert client.blob_exists("bad", digest(data)) is False
+        rc.upload_blob("bad", digest(data), len(data) - 1, [data])
+    assert rc.blob_exists("bad", digest(data)) is False
 
 
 def test_copy_blob_with_a_wrong_descriptor_stores_nothing(parent_registry, child_registry):
@@ -225,16 +225,16 @@ def test_copy_blob_with_a_wrong_descriptor_stores_nothing(parent_registry, child
         assert dest.blob_exists("dst", good.digest) is False
 
 
-def test_one_client_many_threads(client):
-    pushed = push_image(client, "threads", "v1")
+def test_one_client_many_threads(rc):
+    pushed = push_image(rc, "threads", "v1")
     errors = []
 
     def work():
         try:
             for _ in range(5):
-                assert client.get_manifest("threads", "v1").digest == pushed.digest
+                assert rc.get_manifest("threads", "v1").digest == pushed.digest
                 for blob in pushed.blobs():
-                    assert client.blob_exists("threads", blob.digest)
+                    assert rc.blob_exists("threads", blob.digest)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
