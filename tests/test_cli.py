@@ -11,6 +11,8 @@ from django.core.management.base import CommandError
 
 from connected.models import ConnectedRegistry, Registry, SyncRun
 from devtools.processes import free_port
+# A real `python manage.py` process with its own database (more in test_cli_subprocess.py).
+from tests.test_cli_subprocess import one_error_line, portal  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.registries]
 
@@ -330,3 +332,11 @@ def test_resync_wait_gives_up_after_the_timeout(registry, child_registry):
 def test_resync_timeout_must_be_positive(registry):
     assert acr_error("connected-registry", "resync", "-r", "myacrregistry", "-n", "abcde", "--timeout", "0") \
         .startswith("--timeout: '0' is not a positive number of seconds")
+
+
+# --- a real process -------------------------------------------------------
+
+def test_a_real_process_prints_one_error_line_and_exits_1(portal):
+    result = portal("acr connected-registry show --registry nosuchregistry --name abcde")
+    assert one_error_line(result, "--registry") == "ERROR: --registry: registry 'nosuchregistry' not found."
+    assert result.returncode == 1 and result.stdout == ""
