@@ -25,21 +25,22 @@ def portal(tmp_path):
            if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_TASK_ALWAYS_EAGER", "DJANGO_SETTINGS_MODULE")}
     env["PORTAL_DATA_DIR"] = str(tmp_path / "data")
 
-    def run(command: str | list[str]) -> subprocess.CompletedProcess:
+    def run(command: str | list[str], **extra_env) -> subprocess.CompletedProcess:
         args = command.split() if isinstance(command, str) else command
-        return subprocess.run([sys.executable, str(MANAGE), *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run([sys.executable, str(MANAGE), *args], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=120)
 
     assert run("migrate -v0").returncode == 0
     return run
 
 
-def one_error_line(result, flag: str) -> str:
+def one_error_line(result, flag: str | None) -> str:
+    """The single stderr line of a failed command; it names flag unless flag is None."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"ERROR: {flag}: "), lines[0]
+    assert lines[0].startswith(f"ERROR: {flag}: " if flag else "ERROR: "), lines[0]
     return lines[0]
 
 
@@ -135,3 +136,15 @@ def test_unmigrated_database_is_one_line(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == "ERROR: the database is not set up: run python manage.py migrate"
+
+
+def test_resync_with_the_broker_down_is_one_line(portal, parent_registry, child_registry):
+    assert portal(["acr", "create", "--name", "myacrregistry", "--login-server", parent_registry.url,
+                   "--data-endpoint-enabled"]).returncode == 0
+    assert portal(["acr", "connected-registry", "create", "--registry", "myacrregistry", "--name", "myconnected",
+                   "--repository", "hello-world", "--login-server", child_registry.url]).returncode == 0
+    resync = "acr connected-registry resync --registry myacrregistry --name myconnected"
+    queued = portal(resync)
+    assert queued.returncode == 0 and queued.stdout.startswith("sync run ")
+    down = portal(resync, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert "the task broker is unreachable" in one_error_line(down, None)

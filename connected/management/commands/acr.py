@@ -13,6 +13,7 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.utils import OperationalError
+from kombu.exceptions import OperationalError as BrokerError
 
 from connected import cli_output, operations, validation
 from connected.models import SyncRun
@@ -181,6 +182,10 @@ class Command(BaseCommand):
             getattr(self, f"do_{action}")(**options)
         except ValidationError as e:
             raise user_error(e) from None
+        except BrokerError as e:
+            # Raised by the hand-over to Celery, after the run row was committed.
+            raise CommandError(f"the task broker is unreachable ({e}); no worker will get this run. "
+                               "Check REDIS_URL or start the broker.") from None
         except OperationalError as e:
             if "no such table" in str(e):
                 raise CommandError("the database is not set up: run python manage.py migrate") from None
