@@ -31,12 +31,12 @@ EXAMPLES = {
     "create": "python manage.py acr create --name myacrregistry --login-server http://127.0.0.1:5001 "
               "--data-endpoint-enabled",
     "update": "python manage.py acr update --name myacrregistry --data-endpoint-enabled",
-    "cr create": 'python manage.py acr connected-registry create --registry myacrregistry '
+    "cr_create": 'python manage.py acr connected-registry create --registry myacrregistry '
                  '--name myconnectedregistry --repository "hello-world" "acr/connected-registry"',
-    "cr show": "python manage.py acr connected-registry show --registry myacrregistry "
+    "cr_show": "python manage.py acr connected-registry show --registry myacrregistry "
                "--name myconnectedregistry --output table",
-    "cr list": "python manage.py acr connected-registry list --registry myacrregistry --output table",
-    "cr resync": "python manage.py acr connected-registry resync --registry myacrregistry "
+    "cr_list": "python manage.py acr connected-registry list --registry myacrregistry --output table",
+    "cr_resync": "python manage.py acr connected-registry resync --registry myacrregistry "
                  "--name myconnectedregistry --wait",
 }
 
@@ -96,11 +96,12 @@ class Command(BaseCommand):
         commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                          parser_class=AcrParser)
 
-        def command(group, name, help_text, example_key):
+        def command(group, name, help_text, action):
+            """A subcommand that runs self.do_<action>."""
             sub = group.add_parser(name, help=help_text, description=help_text,
-                                   epilog=f"example:\n  {EXAMPLES[example_key]}" if example_key else None,
+                                   epilog=f"example:\n  {EXAMPLES[action]}" if action in EXAMPLES else None,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-            sub.set_defaults(action=f"{example_key or name}".replace(" ", "_"))
+            sub.set_defaults(action=action)
             return sub
 
         def output_flag(sub):
@@ -119,10 +120,10 @@ class Command(BaseCommand):
         update.add_argument("--data-endpoint-enabled", nargs="?", const=True, default=None, type=parse_bool,
                             metavar="true|false", help="Enable or disable the data endpoint (bare flag: true).")
 
-        show = command(commands, "show", "Show a registry.", None)
+        show = command(commands, "show", "Show a registry.", "show")
         show.add_argument("--name", "-n", required=True, help="Name of the registry.")
         output_flag(show)
-        output_flag(command(commands, "list", "List the registries.", None))
+        output_flag(command(commands, "list", "List the registries.", "list"))
 
         group = commands.add_parser("connected-registry", help="Manage connected registries.",
                                     description="Manage connected registries.")
@@ -130,7 +131,7 @@ class Command(BaseCommand):
                                            parser_class=AcrParser)
 
         def cr_command(name, help_text):
-            sub = command(cr_commands, name, help_text, f"cr {name}")
+            sub = command(cr_commands, name, help_text, f"cr_{name}")
             sub.add_argument("--registry", "-r", required=True, help="Name of the registry.")
             return sub
 
@@ -253,8 +254,10 @@ class Command(BaseCommand):
             except KeyError as e:
                 raise CommandError(f"--query: '{e.args[0]}' is not a property of a connected registry; use "
                                    "e.g. lastSync, connectionState or parent.syncProperties.schedule.") from None
-            bare = output == "table" and not isinstance(value, (dict, list))
-            self.stdout.write("" if bare and value is None else str(value) if bare else cli_output.to_json(value))
+            if output == "table" and not isinstance(value, (dict, list)):
+                self.stdout.write("" if value is None else str(value))  # a bare value, like az -o tsv
+            else:
+                self.stdout.write(cli_output.to_json(value))
             return
         self.emit(data, output, cli_output.SHOW_COLUMNS, [cli_output.connected_registry_row(cr)])
 
