@@ -17,6 +17,8 @@ COPY_ATTEMPTS = 3
 
 
 def _transient(error: RegistryError) -> bool:
+    if error.code == "BLOB_UPLOAD_UNKNOWN":
+        return True  # the upload session was lost (registry restarted, purged): start a new one
     if isinstance(error, (DigestMismatch, NotFound, AuthError)):
         return False
     return isinstance(error, Unreachable) or (error.status is not None and (error.status >= 500 or error.status == 429))
