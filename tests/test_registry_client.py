@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from connected.registry_client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, AuthError,
+from connected.registry_client import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
                                        Descriptor, DigestMismatch, Manifest, NotFound, RegistryClient,
                                        RegistryError, copy_blob)
 

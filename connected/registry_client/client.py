@@ -66,7 +66,9 @@ class BlobStream:
 
 class RegistryClient:
     """One registry (base_url like http://127.0.0.1:5000). Thread-safe: one
-    client may serve many threads at once."""
+    client may serve many threads at once. An open_blob or upload holds one
+    of max_connections until it ends, so a client that is both source and
+    destination of concurrent copy_blob calls needs two per thread."""
 
     # Backoff between retries: base * 2**attempt, at most cap, with full jitter.
     backoff_base = 0.2
