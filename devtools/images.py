@@ -29,6 +29,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -431,15 +432,40 @@ def populate(registry_host: str, spec: list[ImageSpec], workers: int = 4,
              cache_dir: Path | None = None) -> list[PushedImage]:
     """Build (or reuse cached) layouts and push them all to registry_host
     ("127.0.0.1:PORT"), `workers` skopeo processes at a time. Returns one
-    PushedImage per spec, in order, with the digest each tag points at."""
+    PushedImage per spec, in order, with the digest each tag points at.
+
+    distribution 2.8 answers 500 when two uploads of the same blob (the shared
+    base layer) into the same repository overlap, so the first tag of each
+    repository is pushed before that repository's other tags; a failed push is
+    retried twice."""
     specs = list(spec)
     # Build the base layer once, before threads race for it.
     busybox_base_layer()
+    digests: list[str | None] = [None] * len(specs)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         layouts = list(pool.map(lambda s: build_spec(s, cache_dir), specs))
-        digests = list(pool.map(lambda a: push_layout(a[1], a[0].tag, registry_host, a[0].repo),
-                                zip(specs, layouts)))
+        seen, first, rest = set(), [], []
+        for i, s in enumerate(specs):
+            (rest if s.repo in seen else first).append(i)
+            seen.add(s.repo)
+
+        def push(i: int) -> None:
+            digests[i] = _push_with_retry(layouts[i], specs[i].tag, registry_host, specs[i].repo)
+
+        for phase in (first, rest):
+            list(pool.map(push, phase))
     return [PushedImage(s, l, d) for s, l, d in zip(specs, layouts, digests)]
+
+
+def _push_with_retry(layout: Path, tag: str, registry_host: str, repo: str, attempts: int = 3) -> str:
+    for attempt in range(attempts):
+        try:
+            return push_layout(layout, tag, registry_host, repo)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def demo_dataset() -> list[ImageSpec]:
