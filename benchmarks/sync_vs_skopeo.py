@@ -14,7 +14,6 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -91,25 +90,25 @@ def engine_run(src_url: str, dest_url: str, repos: list[str]) -> None:
     try:
         from connected.sync.engine import sync_repositories
     except ImportError as e:
-        # TODO(sync engine): connected.sync.engine.sync_repositories is being
-        # written; when it lands, check the call below against its signature.
         print(f"ENGINE-MISSING {e}")
         sys.exit(3)
     t0 = time.perf_counter()
     with RegistryClient(src_url) as source, RegistryClient(dest_url) as dest:
         result = sync_repositories(source, dest, repos)
-    print(f"engine {time.perf_counter() - t0:.2f}s result={_summary(result)}")
+    print(f"{time.perf_counter() - t0:.2f} s inside the engine, {_summary(result)}")
+    if result.errors or result.count("failed"):
+        sys.exit(4)
 
 
 def _summary(result) -> str:
-    if result is None:
-        return "None"
-    for attr in ("as_dict", "summary", "to_dict"):
-        if hasattr(result, attr):
-            value = getattr(result, attr)
-            value = value() if callable(value) else value
-            return json.dumps(value, default=str)[:300]
-    return repr(result)[:300]
+    """connected.sync.engine.SyncResult in one line."""
+    counts = {o: result.count(o) for o in ("copied", "in_sync", "failed")}
+    text = (f"copied={counts['copied']} in_sync={counts['in_sync']} failed={counts['failed']} "
+            f"moved={result.bytes_moved / images.MiB:.1f}MiB")
+    if result.errors or counts["failed"]:
+        reasons = result.errors + [f"{t.repository}:{t.tag}: {t.reason}" for t in result.tags if t.outcome == "failed"]
+        text += " errors=" + "; ".join(reasons)[:500]
+    return text
 
 
 def verify(parent, child, specs) -> int:
@@ -167,7 +166,6 @@ def main() -> int:
                                  max(rss_full, rss_noop), f"{ok}/{len(specs)}"))
                     notes += [f"engine full: {out_full}", f"engine no-change: {out_noop}"]
                 except RuntimeError as e:
-                    # TODO(sync engine): not measurable until connected.sync.engine exists.
                     rows.append(("portal engine", None, None, None, "not measured"))
                     notes.append(f"engine: {str(e).strip()[-500:]}")
         finally:
