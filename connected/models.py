@@ -109,6 +109,26 @@ class ConnectedRegistry(models.Model):
         return self.name
 
     # --- validation -----------------------------------------------------
+    def clean_fields(self, exclude=None):
+        # Mode and log level are accepted in any case ("readwrite"): spell them
+        # canonically before Django checks the choices, so the product's rule
+        # (not Django's "not a valid choice") is what a bad value reports.
+        for field, canonical in (("mode", validation.validate_mode), ("log_level", validation.validate_log_level)):
+            try:
+                setattr(self, field, canonical(getattr(self, field)))
+            except ValidationError:
+                pass
+        errors = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as e:
+            errors = e.message_dict
+        for field in ("mode", "log_level"):
+            if field in errors:  # replaced by the rule's own message in clean()
+                del errors[field]
+        if errors:
+            raise ValidationError(errors)
+
     def clean(self):
         errors = {}
 
@@ -236,6 +256,7 @@ class SyncRun(models.Model):
     bytes_moved = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     worker = models.CharField(max_length=200, blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-queued_at", "-pk"]

@@ -1,12 +1,26 @@
-"""Celery tasks (placeholder: being written)."""
+"""Celery tasks: thin wrappers around connected.sync."""
 from celery import shared_task
+from django.utils import timezone
 
 
-@shared_task
-def sync_connected_registry(run_id: int):
-    raise NotImplementedError
+@shared_task(acks_late=True, ignore_result=True)
+def sync_connected_registry(run_id: int) -> str:
+    """Carry out one queued sync run (see connected.sync.runner.execute_run)."""
+    from connected.models import SyncRun
+    from connected.sync.dispatch import window_deadline
+    from connected.sync.runner import execute_run
+
+    run = SyncRun.objects.select_related("connected_registry").filter(pk=run_id).first()
+    if run is None:
+        return "missing"
+    deadline = window_deadline(run.connected_registry, run.trigger, timezone.now())
+    worker = getattr(sync_connected_registry.request, "hostname", None) or ""
+    return execute_run(run_id, worker=worker, deadline=deadline).status
 
 
-@shared_task
-def dispatch_due_syncs():
-    return 0
+@shared_task(ignore_result=True)
+def dispatch_due_syncs() -> int:
+    """Beat: queue the syncs that are due, fail runs whose worker died."""
+    from connected.sync.dispatch import dispatch_due
+
+    return len(dispatch_due(timezone.now()))

@@ -1,0 +1,222 @@
+"""Run one sync of one connected registry and record it in the database.
+
+The engine does the copying; this module takes the per-registry lease,
+reports progress into the run row while the engine works, and derives the
+run's status and the connected registry's state from the result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from connected.locks import SyncLease
+from connected.models import ConnectedRegistry, SyncRun, SyncRunTag
+from connected.registry_client import RegistryClient, RegistryError
+
+from .engine import SyncObserver, SyncResult, TagResult, sync_repositories
+
+log = logging.getLogger(__name__)
+
+STOP_CANCELLED = "cancelled"
+STOP_WINDOW_CLOSED = "window closed"
+STOP_LEASE_LOST = "lease lost"
+
+
+def lease_owner(run: SyncRun) -> str:
+    return f"run:{run.pk}"
+
+
+class RunProgress(SyncObserver):
+    """Counters kept in memory by the engine's threads; the heartbeat writes
+    them to the run row, so the pages and the CLI can read progress."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.tags_planned = self.tags_done = self.tags_copied = self.tags_skipped = self.tags_failed = 0
+        self.bytes_moved = 0
+        self._stop: str | None = None
+
+    def planned(self, tags: int) -> None:
+        with self._lock:
+            self.tags_planned = tags
+
+    def tag_finished(self, result: TagResult) -> None:
+        with self._lock:
+            self.tags_done += 1
+            if result.outcome == "copied":
+                self.tags_copied += 1
+            elif result.outcome == "in_sync":
+                self.tags_skipped += 1
+            else:
+                self.tags_failed += 1
+
+    def moved(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_moved += nbytes
+
+    def stop_reason(self) -> str | None:
+        return self._stop
+
+    def request_stop(self, reason: str) -> None:
+        self._stop = self._stop or reason
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"tags_planned": self.tags_planned, "tags_done": self.tags_done,
+                    "tags_copied": self.tags_copied, "tags_skipped": self.tags_skipped,
+                    "tags_failed": self.tags_failed, "bytes_moved": self.bytes_moved}
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease, writes progress, and asks the engine to stop when the
+    run is cancelled, its window closes or the lease is lost."""
+
+    def __init__(self, run: SyncRun, lease: SyncLease, progress: RunProgress,
+                 deadline: dt.datetime | None, interval: float):
+        super().__init__(name=f"heartbeat-run-{run.pk}", daemon=True)
+        self.run_id = run.pk
+        self.lease = lease
+        self.progress = progress
+        self.deadline = deadline
+        self.interval = interval
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._done.wait(self.interval):
+                self.beat()
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def beat(self) -> None:
+        try:
+            if not self.lease.renew():
+                self.progress.request_stop(STOP_LEASE_LOST)
+            SyncRun.objects.filter(pk=self.run_id).update(**self.progress.snapshot())
+            if SyncRun.objects.filter(pk=self.run_id, cancel_requested=True).exists():
+                self.progress.request_stop(STOP_CANCELLED)
+        except Exception:  # a database hiccup must not kill the heartbeat
+            log.exception("heartbeat of run %s failed", self.run_id)
+        if self.deadline is not None and timezone.now() >= self.deadline:
+            self.progress.request_stop(STOP_WINDOW_CLOSED)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=30)
+
+
+def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = None) -> SyncRun:
+    """Carry out a queued run: sync its connected registry now, unless another
+    run holds the lease (the run is then recorded as skipped). Returns the
+    finished run. Safe to call twice for one run (broker redelivery)."""
+    close_old_connections()
+    run = SyncRun.objects.select_related("connected_registry__registry", "connected_registry__parent").get(pk=run_id)
+    if run.status != SyncRun.Status.QUEUED:
+        return run  # already handled: a redelivered message
+    cr = run.connected_registry
+    blockers = cr.sync_blockers()
+    if blockers:
+        return _finish(run, SyncRun.Status.FAILED, "sync refused: " + " ".join(blockers))
+
+    portal = settings.PORTAL
+    lease = SyncLease(cr.pk, lease_owner(run), portal["SYNC_LOCK_TTL_SECONDS"])
+    if not lease.acquire():
+        return _finish(run, SyncRun.Status.SKIPPED, "another sync of this connected registry was running")
+    progress = RunProgress()
+    heartbeat = Heartbeat(run, lease, progress, deadline, interval=min(2.0, portal["SYNC_LOCK_TTL_SECONDS"] / 4))
+    try:
+        now = timezone.now()
+        SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING, started_at=now, worker=worker[:200])
+        run.status, run.started_at = SyncRun.Status.RUNNING, now
+        ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=ConnectedRegistry.ConnectionState.SYNCING)
+        heartbeat.start()
+        try:
+            result = _copy(cr, progress)
+        finally:
+            heartbeat.stop()
+        return _record(run, cr, result, progress)
+    except RegistryError as e:
+        _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", str(e))
+        return _finish(run, SyncRun.Status.FAILED, str(e), progress.snapshot())
+    except Exception as e:
+        log.exception("sync run %s failed", run.pk)
+        _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", f"internal error: {e}")
+        return _finish(run, SyncRun.Status.FAILED, f"internal error: {type(e).__name__}: {e}", progress.snapshot())
+    finally:
+        lease.release()
+
+
+def _client(url: str) -> RegistryClient:
+    return RegistryClient(url, timeout=settings.PORTAL["REGISTRY_TIMEOUT_SECONDS"],
+                          max_connections=2 * settings.PORTAL["SYNC_PARALLEL_BLOBS"] + 4)
+
+
+def _copy(cr: ConnectedRegistry, progress: RunProgress) -> SyncResult:
+    with _client(cr.parent_login_server()) as source, _client(cr.login_server) as dest:
+        for who, client in (("the parent", source), ("the connected registry", dest)):
+            try:
+                client.ping()
+            except RegistryError as e:
+                raise RegistryError(f"{who} at {client.base_url} cannot be reached: {e}") from e
+        return sync_repositories(source, dest, list(cr.repositories),
+                                 parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"], observer=progress)
+
+
+def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: RunProgress) -> SyncRun:
+    SyncRunTag.objects.bulk_create([
+        SyncRunTag(run=run, repository=t.repository, tag=t.tag, digest=t.digest, outcome=t.outcome,
+                   bytes_moved=t.bytes_moved, reason=t.reason[:2000])
+        for t in result.tags
+    ])
+    failed = [t for t in result.tags if t.outcome == "failed"]
+    problems = result.errors + [f"{t.repository}:{t.tag}: {t.reason}" for t in failed]
+    state = ConnectedRegistry.ConnectionState
+    if result.stopped == STOP_CANCELLED:
+        status, error = SyncRun.Status.CANCELLED, "cancelled"
+    elif result.stopped == STOP_WINDOW_CLOSED:
+        status, error = SyncRun.Status.WINDOW_CLOSED, "the sync window closed"
+    elif result.stopped:
+        status, error = SyncRun.Status.FAILED, "the sync lease was lost (another worker took over)"
+    elif not problems:
+        status, error = SyncRun.Status.SUCCEEDED, ""
+    elif len(failed) < len(result.tags):
+        status, error = SyncRun.Status.PARTIAL, "; ".join(problems[:5])
+    else:
+        status, error = SyncRun.Status.FAILED, "; ".join(problems[:5])
+    if len(problems) > 5:
+        error += f" (and {len(problems) - 5} more)"
+
+    now = timezone.now()
+    if status in (SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL):
+        ConnectedRegistry.objects.filter(pk=cr.pk).update(last_sync_at=now)
+    if status == SyncRun.Status.SUCCEEDED or result.stopped in (STOP_CANCELLED, STOP_WINDOW_CLOSED):
+        _set_state(cr, state.ONLINE)
+    else:
+        _set_state(cr, state.UNHEALTHY, "SyncFailed", error)
+    return _finish(run, status, error, progress.snapshot())
+
+
+def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: str = "") -> None:
+    """Set the connection state after a run; an unhealthy state carries its reason."""
+    now = timezone.now()
+    details = []
+    if code:
+        details = [{"type": "Sync", "code": code, "description": description[:1000],
+                    "timestamp": now.isoformat().replace("+00:00", "Z")}]
+    ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=state, status_details=details,
+                                                      last_activity_at=now)
+
+
+def _finish(run: SyncRun, status: str, error: str = "", counters: dict | None = None) -> SyncRun:
+    now = timezone.now()
+    fields = {"status": status, "finished_at": now, "error": error[:4000], **(counters or {})}
+    if run.started_at is None:
+        fields["started_at"] = now
+    SyncRun.objects.filter(pk=run.pk).update(**fields)
+    run.refresh_from_db()
+    return run
