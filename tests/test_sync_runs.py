@@ -1,0 +1,180 @@
+"""A sync run recorded in the database: the runner, the lease, the dispatcher."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from connected import operations
+from connected.locks import SyncLease
+from connected.models import ConnectedRegistry, SyncRun
+from connected.registry_client import RegistryClient
+from connected.sync import dispatch
+from connected.sync.runner import execute_run
+from devtools.images import ImageSpec, populate
+
+pytestmark = [pytest.mark.registries, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def setup(parent_registry, child_registry, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    pushed = populate(parent_registry.host, [
+        ImageSpec("hello-world", "1.0"),
+        ImageSpec("hello-world", "latest", platforms=("linux/amd64", "linux/arm64")),
+        ImageSpec("app/frontend", "1.0", docker_media_types=True),
+        ImageSpec("app/other", "1.0"),
+    ])
+    registry = operations.create_registry("myacrregistry", parent_registry.url, data_endpoint_enabled=True)
+    cr = ConnectedRegistry.objects.create(
+        registry=registry, name="factory01", repositories=["hello-world", "app/frontend"],
+        login_server=child_registry.url, activation_status="Active")
+    return cr, pushed
+
+
+def queued(cr, trigger="manual"):
+    return SyncRun.objects.create(connected_registry=cr, trigger=trigger)
+
+
+def test_a_run_copies_and_records_everything(setup, child_registry):
+    cr, pushed = setup
+    run = execute_run(queued(cr).pk, worker="test")
+    assert run.status == "succeeded", run.error
+    assert (run.tags_copied, run.tags_skipped, run.tags_failed, run.tags_planned) == (3, 0, 0, 3)
+    assert run.bytes_moved > 1_000_000 and run.started_at <= run.finished_at
+    ledger = {(t.repository, t.tag): t for t in run.tags.all()}
+    assert set(ledger) == {("hello-world", "1.0"), ("hello-world", "latest"), ("app/frontend", "1.0")}
+    digests = {(p.repo, p.tag): p.digest for p in pushed}
+    for key, row in ledger.items():
+        assert row.outcome == "copied" and row.digest == digests[key]
+    cr.refresh_from_db()
+    assert cr.connection_state == "Online" and cr.last_sync_at and cr.status_details == []
+    assert cr.sync_lock_owner == ""  # the lease is released
+    with RegistryClient(child_registry.url) as child:
+        assert "app/other" not in child.catalog()
+
+    again = execute_run(queued(cr).pk)
+    assert again.status == "succeeded" and again.tags_skipped == 3 and again.bytes_moved == 0
+
+
+def test_an_unreachable_child_fails_the_run_with_the_reason(setup, child_registry):
+    cr, _ = setup
+    child_registry.stop()
+    run = execute_run(queued(cr).pk)
+    assert run.status == "failed"
+    assert "connected registry" in run.error and "cannot be reached" in run.error
+    cr.refresh_from_db()
+    assert cr.connection_state == "Unhealthy"
+    assert cr.status_details[0]["code"] == "SyncFailed" and cr.last_sync_at is None
+
+
+def test_a_disabled_data_endpoint_refuses_the_sync(setup):
+    cr, _ = setup
+    operations.update_registry(cr.registry, data_endpoint_enabled=False)
+    run = execute_run(queued(cr).pk)
+    assert run.status == "failed" and "data endpoint" in run.error and "--data-endpoint-enabled" in run.error
+
+
+def test_a_redelivered_message_does_not_run_twice(setup):
+    cr, _ = setup
+    run = queued(cr)
+    first = execute_run(run.pk)
+    second = execute_run(run.pk)
+    assert first.status == second.status == "succeeded"
+    assert second.finished_at == first.finished_at
+
+
+def test_a_held_lease_makes_the_run_skip(setup):
+    cr, _ = setup
+    other = SyncLease(cr.pk, "someone-else", ttl_seconds=60)
+    assert other.acquire()
+    run = execute_run(queued(cr).pk)
+    assert run.status == "skipped"
+    other.release()
+
+
+def test_lease_is_exclusive_until_it_expires(setup):
+    cr, _ = setup
+    a, b = SyncLease(cr.pk, "a", 60), SyncLease(cr.pk, "b", 60)
+    assert a.acquire() and not b.acquire()
+    ConnectedRegistry.objects.filter(pk=cr.pk).update(sync_lock_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert b.acquire() and not a.renew()
+    b.release()
+    assert a.acquire()
+
+
+def test_concurrent_runs_of_one_connected_registry_never_overlap(setup):
+    cr, _ = setup
+    runs = [queued(cr) for _ in range(4)]
+    results = {}
+
+    def work(run_id):
+        try:
+            results[run_id] = execute_run(run_id).status
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(r.pk,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(results.values())
+    assert "succeeded" in statuses and set(statuses) <= {"succeeded", "skipped"}
+    finished = SyncRun.objects.filter(status="succeeded").order_by("started_at")
+    for earlier, later in zip(finished, finished[1:]):
+        assert earlier.finished_at <= later.started_at
+
+
+def test_dispatch_queues_continuous_syncs_once(setup, settings):
+    cr, _ = setup
+    settings.PORTAL = {**settings.PORTAL, "CONTINUOUS_SYNC_INTERVAL_SECONDS": 30}
+    now = timezone.now()
+    dispatched = []
+    from connected import tasks
+    original = tasks.sync_connected_registry.delay
+    tasks.sync_connected_registry.delay = lambda run_id: dispatched.append(run_id)
+    try:
+        assert len(dispatch.dispatch_due(now)) == 1
+        assert dispatch.dispatch_due(now) == []  # a run is queued already
+        run = SyncRun.objects.get()
+        execute_run(run.pk)
+        assert dispatch.dispatch_due(now + dt.timedelta(seconds=5)) == []  # not due yet
+        [again] = dispatch.dispatch_due(now + dt.timedelta(seconds=31))
+        assert again.trigger == "continuous"
+    finally:
+        tasks.sync_connected_registry.delay = original
+
+
+def test_scheduled_registry_is_due_only_inside_its_window(setup):
+    cr, _ = setup
+    cr.sync_schedule, cr.sync_window = "0 12 * * *", "PT4H"
+    utc = dt.timezone.utc
+    assert dispatch.due_trigger(cr, None, dt.datetime(2026, 12, 3, 11, 59, tzinfo=utc)) is None
+    assert dispatch.due_trigger(cr, None, dt.datetime(2026, 12, 3, 12, 0, tzinfo=utc)) == "schedule"
+    assert dispatch.due_trigger(cr, None, dt.datetime(2026, 12, 3, 15, 59, tzinfo=utc)) == "schedule"
+    assert dispatch.due_trigger(cr, None, dt.datetime(2026, 12, 3, 16, 0, tzinfo=utc)) is None
+    done = SyncRun(connected_registry=cr, status="succeeded", queued_at=dt.datetime(2026, 12, 3, 12, 1, tzinfo=utc))
+    assert dispatch.due_trigger(cr, done, dt.datetime(2026, 12, 3, 13, 0, tzinfo=utc)) is None
+    assert dispatch.due_trigger(cr, done, dt.datetime(2026, 12, 4, 12, 0, tzinfo=utc)) == "schedule"
+    assert dispatch.window_deadline(cr, "schedule", dt.datetime(2026, 12, 3, 13, 0, tzinfo=utc)) == \
+        dt.datetime(2026, 12, 3, 16, 0, tzinfo=utc)
+    assert dispatch.window_deadline(cr, "manual", dt.datetime(2026, 12, 3, 13, 0, tzinfo=utc)) is None
+
+
+def test_a_run_whose_worker_died_is_marked_failed(setup):
+    cr, _ = setup
+    run = queued(cr)
+    SyncRun.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now())
+    # Its lease expired without being released: the worker is gone.
+    ConnectedRegistry.objects.filter(pk=cr.pk).update(
+        sync_lock_owner=f"run:{run.pk}", sync_lock_expires_at=timezone.now() - dt.timedelta(seconds=1),
+        connection_state="Syncing")
+    assert dispatch.fail_lost_runs(timezone.now()) == 1
+    run.refresh_from_db()
+    assert run.status == "failed" and "worker lost" in run.error
+    cr.refresh_from_db()
+    assert cr.connection_state == "Unhealthy"
