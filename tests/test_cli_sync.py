@@ -12,11 +12,7 @@ from connected.models import SyncRun
 from devtools.images import ImageSpec, populate, remote_digest
 from registry_portal.celery import app as celery_app
 
-WORKER_PENDING = pytest.mark.xfail(
-    raises=NotImplementedError, strict=False,
-    reason="the worker (connected.tasks.sync_connected_registry) is still a placeholder")
-
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.registries, WORKER_PENDING]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.registries]
 
 
 @pytest.fixture
