@@ -178,3 +178,37 @@ def test_a_run_whose_worker_died_is_marked_failed(setup):
     assert run.status == "failed" and "worker lost" in run.error
     cr.refresh_from_db()
     assert cr.connection_state == "Unhealthy"
+
+
+def test_a_run_stops_when_its_window_closes_and_the_next_resumes(setup, child_registry):
+    cr, pushed = setup
+    start = timezone.now()
+    ticks = {"n": 0}
+
+    def clock():
+        # The window closes after the engine has looked at the clock a few times.
+        ticks["n"] += 1
+        return start if ticks["n"] < 12 else start + dt.timedelta(hours=5)
+
+    closed = execute_run(queued(cr, "schedule").pk, deadline=start + dt.timedelta(hours=4), clock=clock)
+    assert closed.status == "window_closed" and "window closed" in closed.error
+    cr.refresh_from_db()
+    assert cr.connection_state == "Online" and cr.last_sync_at is None
+    copied_first = closed.tags_copied
+    assert copied_first < 3
+
+    resumed = execute_run(queued(cr, "schedule").pk, deadline=timezone.now() + dt.timedelta(hours=1))
+    assert resumed.status == "succeeded"
+    assert resumed.tags_copied + resumed.tags_skipped == 3 and resumed.tags_skipped >= copied_first
+    with RegistryClient(child_registry.url) as child:
+        for image in pushed:
+            if image.repo in cr.repositories:
+                assert child.head_manifest(image.repo, image.tag) == image.digest
+
+
+def test_a_run_queued_after_its_window_closed_does_nothing(setup, child_registry):
+    cr, _ = setup
+    run = execute_run(queued(cr, "schedule").pk, deadline=timezone.now() - dt.timedelta(seconds=1))
+    assert run.status == "window_closed" and run.tags_copied == 0 and run.bytes_moved == 0
+    with RegistryClient(child_registry.url) as child:
+        assert child.catalog() == []

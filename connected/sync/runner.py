@@ -35,15 +35,17 @@ class RunProgress(SyncObserver):
     """Counters kept in memory by the engine's threads; the heartbeat writes
     them to the run row, so the pages and the CLI can read progress."""
 
-    def __init__(self):
+    def __init__(self, deadline: dt.datetime | None = None, clock=timezone.now):
         self._lock = threading.Lock()
+        self.deadline, self.clock = deadline, clock
         self.tags_planned = self.tags_done = self.tags_copied = self.tags_skipped = self.tags_failed = 0
-        self.bytes_moved = 0
+        self.tags_deleted = 0
+        self.bytes_moved = self.bytes_planned = 0
         self._stop: str | None = None
 
-    def planned(self, tags: int) -> None:
+    def planned(self, tags: int, nbytes: int) -> None:
         with self._lock:
-            self.tags_planned = tags
+            self.tags_planned, self.bytes_planned = tags, nbytes
 
     def tag_finished(self, result: TagResult) -> None:
         with self._lock:
@@ -52,6 +54,8 @@ class RunProgress(SyncObserver):
                 self.tags_copied += 1
             elif result.outcome == "in_sync":
                 self.tags_skipped += 1
+            elif result.outcome == "deleted":
+                self.tags_deleted += 1
             else:
                 self.tags_failed += 1
 
@@ -60,6 +64,9 @@ class RunProgress(SyncObserver):
             self.bytes_moved += nbytes
 
     def stop_reason(self) -> str | None:
+        # At the window's end no new blob or manifest starts.
+        if self._stop is None and self.deadline is not None and self.clock() >= self.deadline:
+            self._stop = STOP_WINDOW_CLOSED
         return self._stop
 
     def request_stop(self, reason: str) -> None:
@@ -74,15 +81,13 @@ class RunProgress(SyncObserver):
 
 class Heartbeat(threading.Thread):
     """Renews the lease, writes progress, and asks the engine to stop when the
-    run is cancelled, its window closes or the lease is lost."""
+    run is cancelled or the lease is lost."""
 
-    def __init__(self, run: SyncRun, lease: SyncLease, progress: RunProgress,
-                 deadline: dt.datetime | None, interval: float):
+    def __init__(self, run: SyncRun, lease: SyncLease, progress: RunProgress, interval: float):
         super().__init__(name=f"heartbeat-run-{run.pk}", daemon=True)
         self.run_id = run.pk
         self.lease = lease
         self.progress = progress
-        self.deadline = deadline
         self.interval = interval
         self._done = threading.Event()
 
@@ -102,17 +107,17 @@ class Heartbeat(threading.Thread):
                 self.progress.request_stop(STOP_CANCELLED)
         except Exception:  # a database hiccup must not kill the heartbeat
             log.exception("heartbeat of run %s failed", self.run_id)
-        if self.deadline is not None and timezone.now() >= self.deadline:
-            self.progress.request_stop(STOP_WINDOW_CLOSED)
 
     def stop(self) -> None:
         self._done.set()
         self.join(timeout=30)
 
 
-def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = None) -> SyncRun:
+def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = None,
+                clock=timezone.now) -> SyncRun:
     """Carry out a queued run: sync its connected registry now, unless another
-    run holds the lease (the run is then recorded as skipped). Returns the
+    run holds the lease (the run is then recorded as skipped). A scheduled
+    run stops at `deadline`, the end of its window, by `clock`. Returns the
     finished run. Safe to call twice for one run (broker redelivery)."""
     close_old_connections()
     run = SyncRun.objects.select_related("connected_registry__registry", "connected_registry__parent").get(pk=run_id)
@@ -127,8 +132,8 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
     lease = SyncLease(cr.pk, lease_owner(run), portal["SYNC_LOCK_TTL_SECONDS"])
     if not lease.acquire():
         return _finish(run, SyncRun.Status.SKIPPED, "another sync of this connected registry was running")
-    progress = RunProgress()
-    heartbeat = Heartbeat(run, lease, progress, deadline, interval=min(2.0, portal["SYNC_LOCK_TTL_SECONDS"] / 4))
+    progress = RunProgress(deadline, clock)
+    heartbeat = Heartbeat(run, lease, progress, interval=min(2.0, portal["SYNC_LOCK_TTL_SECONDS"] / 4))
     try:
         now = timezone.now()
         SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING, started_at=now, worker=worker[:200])
@@ -163,8 +168,23 @@ def _copy(cr: ConnectedRegistry, progress: RunProgress) -> SyncResult:
                 client.ping()
             except RegistryError as e:
                 raise RegistryError(f"{who} at {client.base_url} cannot be reached: {e}") from e
-        return sync_repositories(source, dest, list(cr.repositories),
-                                 parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"], observer=progress)
+        read_only = cr.mode == ConnectedRegistry.Mode.READ_ONLY
+        return sync_repositories(
+            source, dest, list(cr.repositories), parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"],
+            observer=progress,
+            # A ReadOnly child mirrors: whatever the parent lacks goes. A
+            # ReadWrite child keeps its local pushes: only tags an earlier run
+            # brought are deleted when the parent drops them.
+            delete_policy="mirror" if read_only else "synced",
+            previously_synced=() if read_only else previously_synced(cr),
+            purge_unlisted=read_only)
+
+
+def previously_synced(cr: ConnectedRegistry) -> set[tuple[str, str]]:
+    """(repository, tag) pairs that earlier runs copied or found in sync."""
+    rows = SyncRunTag.objects.filter(run__connected_registry=cr, outcome__in=(
+        SyncRunTag.Outcome.COPIED, SyncRunTag.Outcome.IN_SYNC)).values_list("repository", "tag").distinct()
+    return set(rows)
 
 
 def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: RunProgress) -> SyncRun:
@@ -179,7 +199,7 @@ def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: R
     if result.stopped == STOP_CANCELLED:
         status, error = SyncRun.Status.CANCELLED, "cancelled"
     elif result.stopped == STOP_WINDOW_CLOSED:
-        status, error = SyncRun.Status.WINDOW_CLOSED, "the sync window closed"
+        status, error = SyncRun.Status.WINDOW_CLOSED, "the sync window closed; the next window resumes"
     elif result.stopped:
         status, error = SyncRun.Status.FAILED, "the sync lease was lost (another worker took over)"
     elif not problems:
