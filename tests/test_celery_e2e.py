@@ -2,64 +2,14 @@
 the `acr` CLI, two real registries. Nobody calls the engine by hand here."""
 from __future__ import annotations
 
-import os
-import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import redis as redis_lib
 
 from connected.registry_client import RegistryClient
 from devtools.images import ImageSpec, populate
-from devtools.processes import stop_process
 
 pytestmark = [pytest.mark.registries, pytest.mark.redis]
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def portal(tmp_path, redis_server):
-    """Run manage.py and Celery processes against a private data dir and Redis."""
-    redis_lib.Redis.from_url(redis_server.url).flushall()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "DATABASE_URL"))}
-    env.update(PORTAL_DATA_DIR=str(tmp_path / "portal"), REDIS_URL=redis_server.url,
-               PORTAL_DISPATCH_INTERVAL="2", PORTAL_CONTINUOUS_INTERVAL="5", PYTHONUNBUFFERED="1")
-    procs = []
-
-    class Portal:
-        data_dir = tmp_path / "portal"
-
-        def manage(self, *args, check=True):
-            done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=180)
-            if check and done.returncode != 0:
-                raise AssertionError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-            return done
-
-        def start(self, *celery_args, name):
-            log = open(tmp_path / f"{name}.log", "wb")
-            proc = subprocess.Popen([str(BIN / "celery"), "-A", "registry_portal", *celery_args], cwd=ROOT,
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            procs.append(proc)
-            return proc
-
-        def runs(self):
-            with sqlite3.connect(self.data_dir / "portal.sqlite3") as db:
-                db.row_factory = sqlite3.Row
-                return [dict(r) for r in db.execute(
-                    "SELECT id, trigger, status, started_at, finished_at, error FROM connected_syncrun ORDER BY id")]
-
-    p = Portal()
-    p.manage("migrate", "--noinput")
-    yield p
-    for proc in procs:
-        stop_process(proc, timeout=20)
-
 
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
