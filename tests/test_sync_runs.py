@@ -212,3 +212,25 @@ def test_a_run_queued_after_its_window_closed_does_nothing(setup, child_registry
     assert run.status == "window_closed" and run.tags_copied == 0 and run.bytes_moved == 0
     with RegistryClient(child_registry.url) as child:
         assert child.catalog() == []
+
+
+def test_routine_runs_of_a_read_only_child_cost_one_manifest_request_per_unchanged_tag(setup):
+    cr, _ = setup
+    assert execute_run(queued(cr).pk).status == "succeeded"
+    requests = []
+    from connected.registry_client import client as client_module
+    original = client_module.RegistryClient._request
+
+    def counting(self, method, path_or_url, *args, **kwargs):
+        requests.append((self.base_url, method, str(path_or_url)))
+        return original(self, method, path_or_url, *args, **kwargs)
+
+    client_module.RegistryClient._request = counting
+    try:
+        run = execute_run(queued(cr, "continuous").pk)
+    finally:
+        client_module.RegistryClient._request = original
+    assert run.status == "succeeded" and run.tags_skipped == 3
+    manifest_requests = [r for r in requests if "/manifests/" in r[2]]
+    assert len(manifest_requests) == 3  # one HEAD at the parent per tag, none at the child
+    assert all(r[0] == cr.registry.login_server for r in manifest_requests)

@@ -99,7 +99,8 @@ class RepositorySync:
 
     def __init__(self, source: RegistryClient, dest: RegistryClient, parallelism: int = 4,
                  observer: SyncObserver | None = None, delete_policy: str = "mirror",
-                 previously_synced: Iterable[tuple[str, str]] = (), purge_unlisted: bool = False):
+                 previously_synced: Iterable[tuple[str, str]] = (), purge_unlisted: bool = False,
+                 known_child_digests: dict[tuple[str, str], str] | None = None):
         if delete_policy not in DELETE_POLICIES:
             raise ValueError(f"delete_policy must be one of {DELETE_POLICIES}")
         self.source, self.dest = source, dest
@@ -108,6 +109,10 @@ class RepositorySync:
         self.delete_policy = delete_policy
         self.previously_synced = set(previously_synced)
         self.purge_unlisted = purge_unlisted
+        # (repo, tag) -> digest an earlier run left on the child. A tag the
+        # child still lists at that digest costs one request (the parent's
+        # HEAD) instead of two; without it both sides are asked.
+        self.known_child_digests = known_child_digests or {}
         self._lock = threading.Lock()
         self._blobs: dict[str, Future] = {}  # digest -> Future of a dest repository holding it
         self._present: set[tuple[str, str]] = set()  # (repo, digest) known on dest
@@ -122,7 +127,8 @@ class RepositorySync:
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="sync") as pool:
             self._pool = pool
             listings = self._map(lambda repo: self._list(repo, result), repositories)
-            compared = self._map(lambda rt: self._guard(rt, self._compare), [
+            child_tags = {repo: set(listed or ()) for repo, (_, listed) in zip(repositories, listings)}
+            compared = self._map(lambda rt: self._guard(rt, lambda r, t: self._compare(r, t, child_tags[r])), [
                 (repo, tag) for repo, (parent_tags, _) in zip(repositories, listings) for tag in parent_tags])
             copies = [c for c in compared if isinstance(c, _Copy)]
             done = [c for c in compared if isinstance(c, TagResult)]
@@ -199,11 +205,14 @@ class RepositorySync:
             child_tags = None
         return parent_tags, child_tags
 
-    def _compare(self, repo: str, tag: str) -> TagResult | _Copy:
+    def _compare(self, repo: str, tag: str, child_tags: set[str]) -> TagResult | _Copy:
         digest = self.source.head_manifest(repo, tag)
         if digest is None:
             return TagResult(repo, tag, "failed", reason="the tag disappeared from the parent during the sync")
-        if self.dest.head_manifest(repo, tag) == digest:
+        if tag not in child_tags:
+            return _Copy(repo, tag, digest)
+        child_digest = self.known_child_digests.get((repo, tag)) or self.dest.head_manifest(repo, tag)
+        if child_digest == digest:
             return TagResult(repo, tag, "in_sync", digest=digest)
         return _Copy(repo, tag, digest)
 
@@ -380,5 +389,6 @@ class RepositorySync:
 def sync_repositories(source: RegistryClient, dest: RegistryClient, repositories: list[str],
                       parallelism: int = 4, observer: SyncObserver | None = None, **options) -> SyncResult:
     """Sync every tag of each repository from source to dest; see RepositorySync
-    for the options (delete_policy, previously_synced, purge_unlisted)."""
+    for the options (delete_policy, previously_synced, purge_unlisted,
+    known_child_digests)."""
     return RepositorySync(source, dest, parallelism, observer, **options).sync(repositories)

@@ -141,7 +141,7 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
         ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=ConnectedRegistry.ConnectionState.SYNCING)
         heartbeat.start()
         try:
-            result = _copy(cr, progress)
+            result = _copy(cr, run, progress)
         finally:
             heartbeat.stop()
         return _record(run, cr, result, progress)
@@ -161,7 +161,7 @@ def _client(url: str) -> RegistryClient:
                           max_connections=2 * settings.PORTAL["SYNC_PARALLEL_BLOBS"] + 4)
 
 
-def _copy(cr: ConnectedRegistry, progress: RunProgress) -> SyncResult:
+def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress) -> SyncResult:
     with _client(cr.parent_login_server()) as source, _client(cr.login_server) as dest:
         for who, client in (("the parent", source), ("the connected registry", dest)):
             try:
@@ -177,7 +177,23 @@ def _copy(cr: ConnectedRegistry, progress: RunProgress) -> SyncResult:
             # brought are deleted when the parent drops them.
             delete_policy="mirror" if read_only else "synced",
             previously_synced=() if read_only else previously_synced(cr),
-            purge_unlisted=read_only)
+            purge_unlisted=read_only,
+            # Routine runs of a ReadOnly child (nobody pushes to it) trust
+            # what the last run left there; initial and manual runs compare
+            # both sides in full.
+            known_child_digests=last_known_digests(cr) if read_only and run.trigger in ROUTINE_TRIGGERS else None)
+
+
+ROUTINE_TRIGGERS = (SyncRun.Trigger.CONTINUOUS, SyncRun.Trigger.SCHEDULE, SyncRun.Trigger.MESSAGE)
+
+
+def last_known_digests(cr: ConnectedRegistry) -> dict[tuple[str, str], str]:
+    """(repository, tag) -> digest, as the last run that got through left them on the child."""
+    last = cr.runs.filter(status__in=(SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL)).order_by("-finished_at").first()
+    if last is None:
+        return {}
+    rows = last.tags.filter(outcome__in=(SyncRunTag.Outcome.COPIED, SyncRunTag.Outcome.IN_SYNC))
+    return {(r, t): d for r, t, d in rows.values_list("repository", "tag", "digest")}
 
 
 def previously_synced(cr: ConnectedRegistry) -> set[tuple[str, str]]:
