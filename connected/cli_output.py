@@ -8,7 +8,8 @@ import datetime as dt
 import json
 from urllib.parse import urlsplit
 
-from .models import ConnectedRegistry, Registry, SyncRun
+from . import access
+from .models import ConnectedRegistry, Registry, ScopeMap, SyncRun, Token
 
 # The seed writes `--query lastSync`; the API property is nested.
 QUERY_ALIASES = {"lastSync": "parent.syncProperties.lastSyncTime"}
@@ -17,6 +18,7 @@ SHOW_COLUMNS = ("NAME", "MODE", "CONNECTION STATE", "PARENT", "LOGIN SERVER", "L
                 "SYNC SCHEDULE", "SYNC WINDOW", "SYNC STATE")
 LIST_COLUMNS = ("NAME", "MODE", "CONNECTION STATE", "PARENT", "LOGIN SERVER", "LAST SYNC (UTC)", "SYNC STATE")
 REGISTRY_COLUMNS = ("NAME", "LOGIN SERVER", "DATA ENDPOINT ENABLED", "CREATION DATE (UTC)")
+TOKEN_COLUMNS = ("NAME", "SCOPE MAP", "STATUS", "CONNECTED REGISTRY", "PASSWORDS", "CREATION DATE (UTC)")
 
 
 def iso_time(value: dt.datetime | None) -> str | None:
@@ -40,13 +42,16 @@ def connected_registry_id(cr: ConnectedRegistry) -> str:
     return f"{registry_id(cr.registry)}/connectedRegistries/{cr.name}"
 
 
+def token_id(registry: Registry, name: str) -> str:
+    return f"{registry_id(registry)}/tokens/{name}"
+
+
+def scope_map_id(registry: Registry, name: str) -> str:
+    return f"{registry_id(registry)}/scopeMaps/{name}"
+
+
 def gateway_endpoint(cr: ConnectedRegistry) -> str | None:
-    """Where cr's sync messages go: the registry's data endpoint, or for a
-    nested child its parent connected registry's endpoint (None until that
-    parent has a login server)."""
-    if cr.parent_id:
-        return urlsplit(cr.parent.login_server).netloc or None
-    return cr.registry.data_endpoint_host()
+    return cr.gateway_endpoint()
 
 
 def registry_to_dict(registry: Registry) -> dict:
@@ -73,7 +78,7 @@ def connected_registry_to_dict(cr: ConnectedRegistry) -> dict:
         "parent": {
             "id": connected_registry_id(cr.parent) if cr.parent_id else None,
             "syncProperties": {
-                "tokenId": f"{registry_id(cr.registry)}/tokens/{cr.name}-sync-token",
+                "tokenId": token_id(cr.registry, sync_token_name(cr)),
                 "schedule": cr.sync_schedule,
                 "syncWindow": None if cr.is_continuous() else cr.sync_window,
                 "messageTtl": cr.message_ttl,
@@ -84,9 +89,59 @@ def connected_registry_to_dict(cr: ConnectedRegistry) -> dict:
         "lastActivityTime": iso_time(cr.last_activity_at),
         "loginServer": cr.login_server or None,
         "logging": {"logLevel": cr.log_level},
-        "statusDetails": list(cr.status_details or []),
+        "statusDetails": cr.current_status_details(),
         "clientTokenIds": [],
         "repositories": list(cr.repositories or []),
+        "provisioningState": "Succeeded",
+    }
+
+
+def sync_token_name(cr: ConnectedRegistry) -> str:
+    token = cr.sync_token_or_none()
+    return token.name if token is not None else access.sync_token_name(cr.name)
+
+
+def token_to_dict(token: Token) -> dict:
+    """A token as `az acr token show` prints it: never a password value."""
+    cr = token.connected_registry
+    return {
+        "id": token_id(token.registry, token.name),
+        "name": token.name,
+        "scopeMapId": scope_map_id(token.registry, token.scope_map.name),
+        "status": token.status,
+        "credentials": {
+            "username": token.name,
+            "passwords": [{"name": p["name"], "creationTime": iso_time(p["created_at"]),
+                           "expiry": iso_time(p["expires_at"])} for p in token.passwords()],
+        },
+        "connectedRegistryId": connected_registry_id(cr) if cr is not None else None,
+        "creationDate": iso_time(token.created_at),
+        "provisioningState": "Succeeded",
+    }
+
+
+def token_row(token: Token) -> list[str]:
+    cr = token.connected_registry
+    return [token.name, token.scope_map.name, token.status, cr.name if cr is not None else "-",
+            ", ".join(p["name"] for p in token.passwords()) or "-", table_time(token.created_at)]
+
+
+def generated_password_to_dict(token: Token, password: dict) -> dict:
+    """The one display of a new password, as `az acr token credential generate` prints it."""
+    return {"username": token.name,
+            "passwords": [{"name": password["name"], "value": password["value"],
+                           "creationTime": iso_time(password["created_at"]),
+                           "expiry": iso_time(password["expires_at"])}]}
+
+
+def scope_map_to_dict(scope_map: ScopeMap) -> dict:
+    return {
+        "id": scope_map_id(scope_map.registry, scope_map.name),
+        "name": scope_map.name,
+        "description": scope_map.description,
+        "actions": list(scope_map.actions),
+        "creationDate": iso_time(scope_map.created_at),
+        "type": "UserDefined",
         "provisioningState": "Succeeded",
     }
 

@@ -2,6 +2,9 @@
 
 The models derive their state (see the methods with docstrings); the rules
 that values must follow live in connected.validation, which clean() calls.
+Sync tokens and scope maps live in connected.access, the audit trail in
+connected.audit; both are imported at the end of this module so Django (and
+`from connected.models import ...`) finds them here.
 """
 from __future__ import annotations
 
@@ -151,7 +154,15 @@ class ConnectedRegistry(models.Model):
         if self.login_server:
             self.login_server = check("login_server", validation.validate_login_server, self.login_server) \
                 or self.login_server
-        if self.parent_id:
+            bound = ConnectedRegistry.objects.filter(login_server__iexact=self.login_server).exclude(pk=self.pk)
+            if "login_server" not in errors and bound.exists():
+                errors["login_server"] = [f"{self.login_server} is already the login server of connected "
+                                          f"registry '{bound.first().name}'; one instance serves one "
+                                          "connected registry."]
+        if self.pk:
+            check("mode", self._fixed_after_creation, "mode")
+            check("parent", self._fixed_after_creation, "parent_id")
+        if self.parent_id and "parent" not in errors:
             parent = self.parent
             if parent.registry_id != self.registry_id:
                 errors["parent"] = [f"'{parent.name}' is not a connected registry of '{self.registry.name}'."]
@@ -167,7 +178,39 @@ class ConnectedRegistry(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def _fixed_after_creation(self, attname: str) -> None:
+        """Mode and parent are chosen once: an existing row must keep them."""
+        row = ConnectedRegistry.objects.filter(pk=self.pk).values(attname).first()
+        if row is None or row[attname] == getattr(self, attname):
+            return
+        stored = row[attname]
+        if attname == "mode":
+            validation.fail("mode", f"the mode of '{self.name}' is {stored} and cannot be changed after creation.")
+        was = ConnectedRegistry.objects.get(pk=stored).name if stored else self.registry.name
+        validation.fail("parent", f"the parent of '{self.name}' is '{was}' and cannot be changed after creation.")
+
     # --- derived state --------------------------------------------------
+    def sync_token_or_none(self):
+        """The sync token, or None for a row made without the operations
+        (fixtures, old data before tokens existed)."""
+        from .access import Token
+
+        try:
+            return self.sync_token
+        except Token.DoesNotExist:
+            return None
+
+    def current_status_details(self) -> list[dict]:
+        """The stored status details, plus why sync is stopped when the sync
+        token is disabled (a run finishing after the token was disabled may
+        have overwritten the stored reason)."""
+        details = list(self.status_details or [])
+        token = self.sync_token_or_none()
+        if token is not None and token.status == token.Status.DISABLED \
+                and not any(d.get("code") == SYNC_TOKEN_DISABLED for d in details):
+            details.append(sync_token_disabled_detail(self, token, token.updated_at))
+        return details
+
     def ancestors(self) -> list["ConnectedRegistry"]:
         """The connected registries above this one, nearest first (the
         top-level registry is not included)."""
@@ -185,6 +228,16 @@ class ConnectedRegistry(models.Model):
     def parent_login_server(self) -> str:
         """The URL of the OCI endpoint this connected registry syncs from."""
         return self.parent.login_server if self.parent_id else self.registry.login_server
+
+    def gateway_endpoint(self) -> str | None:
+        """Where this connected registry's sync messages go (host[:port]): the
+        registry's data endpoint, or for a nested child its parent connected
+        registry's login server (None until that parent has one)."""
+        from urllib.parse import urlsplit
+
+        if self.parent_id:
+            return urlsplit(self.parent.login_server).netloc or None
+        return self.registry.data_endpoint_host()
 
     def is_continuous(self) -> bool:
         """True when the schedule is the continuous one (the window is ignored)."""
@@ -212,11 +265,32 @@ class ConnectedRegistry(models.Model):
         reasons = []
         if not self.login_server:
             reasons.append("it has no login server: bind a deployed instance first.")
+        if self.parent_id and not self.parent.login_server:
+            reasons.append(f"its parent '{self.parent.name}' has no login server: activate the parent first.")
         if not self.registry.data_endpoint_enabled:
             reasons.append(f"the data endpoint of registry '{self.registry.name}' is disabled "
                            f"(enable it: python manage.py acr update --name {self.registry.name} "
                            "--data-endpoint-enabled).")
+        token = self.sync_token_or_none()
+        if token is not None and token.status == token.Status.DISABLED:
+            reasons.append(sync_token_disabled_text(self, token))
         return reasons
+
+
+SYNC_TOKEN_DISABLED = "SyncTokenDisabled"
+
+
+def sync_token_disabled_text(cr: ConnectedRegistry, token) -> str:
+    return (f"its sync token '{token.name}' is disabled (enable it: python manage.py acr token update "
+            f"--registry {cr.registry.name} --name {token.name} --status enabled).")
+
+
+def sync_token_disabled_detail(cr: ConnectedRegistry, token, when: dt.datetime | None = None) -> dict:
+    """The status detail that says a disabled sync token stopped sync."""
+    when = when or timezone.now()
+    return {"type": "SyncToken", "code": SYNC_TOKEN_DISABLED,
+            "description": "sync is stopped: " + sync_token_disabled_text(cr, token),
+            "timestamp": when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")}
 
 
 class SyncRun(models.Model):
@@ -294,3 +368,7 @@ class SyncRunTag(models.Model):
 
     class Meta:
         ordering = ["repository", "tag"]
+
+
+from .access import ScopeMap, Token  # noqa: E402,F401  (see the module docstring)
+from .audit import AuditEvent  # noqa: E402,F401

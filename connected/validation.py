@@ -114,6 +114,10 @@ def validate_cron(expr: str, field: str = "sync_schedule") -> str:
     normalised = " ".join(parts)
     if not croniter.is_valid(normalised):
         fail(field, f"'{expr}' is not a valid cron expression.")
+    try:  # "0 0 31 2 *" parses but never fires: a registry would never sync.
+        croniter(normalised, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+    except Exception:
+        fail(field, f"'{expr}' never occurs.")
     return normalised
 
 
@@ -182,3 +186,52 @@ def validate_login_server(url: str, field: str = "login_server") -> str:
     except ValueError:
         fail(field, f"'{url}' has an invalid port.")
     return text.rstrip("/")
+
+
+# --- tokens and connection strings -----------------------------------------
+
+TOKEN_STATUSES = ("enabled", "disabled")
+PASSWORD_SLOTS = (1, 2)
+PARENT_PROTOCOLS = ("https", "http")
+EXPIRATION_DAYS_BOUNDS = (1, 3650)
+
+
+def validate_token_status(status: str, field: str = "status") -> str:
+    value = status.lower() if isinstance(status, str) else status
+    if value not in TOKEN_STATUSES:
+        fail(field, f"'{status}' is not a valid status: use enabled or disabled.")
+    return value
+
+
+def validate_password_slot(slot, field: str = "password") -> int:
+    """1 or 2: a token has two passwords so one can be rotated while the other works."""
+    try:
+        value = int(str(slot).removeprefix("password"))
+    except ValueError:
+        value = None
+    if value not in PASSWORD_SLOTS:
+        fail(field, f"'{slot}' is not a password slot: use 1 or 2.")
+    return value
+
+
+def validate_expiration_days(days, field: str = "expiration_in_days") -> int:
+    low, high = EXPIRATION_DAYS_BOUNDS
+    try:
+        value = int(days)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not low <= value <= high:
+        fail(field, f"'{days}' is out of range: a password expires after {low} to {high} days.")
+    return value
+
+
+def validate_parent_protocol(protocol: str, parent_is_registry: bool, field: str = "parent_protocol") -> str:
+    """https or http; a connected registry talks https to the top-level
+    registry, http is allowed only towards a connected-registry parent."""
+    value = protocol.lower() if isinstance(protocol, str) else protocol
+    if value not in PARENT_PROTOCOLS:
+        fail(field, f"'{protocol}' is not a valid protocol: use https or http.")
+    if parent_is_registry and value != "https":
+        fail(field, "the parent is the top-level registry, which is reached over https only; "
+                    "http is allowed only when the parent is a connected registry.")
+    return value

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import operations
+from .audit import Actor
 from .models import ConnectedRegistry, Registry, SyncRun
 
 RECENT_RUNS = 20
@@ -126,7 +127,7 @@ def sync_now(request, registry_name, name):
         raise PermissionDenied("Only staff may start a sync.")
     cr = connected_registry_or_404(registry_name, name)
     try:
-        run = operations.queue_sync(cr, SyncRun.Trigger.MANUAL)
+        run = operations.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=Actor(request.user.username, "web"))
     except ValidationError as e:
         messages.error(request, " ".join(e.messages))
     else:

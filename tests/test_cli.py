@@ -127,7 +127,7 @@ def test_create_connected_registry_prints_the_api_json(registry, parent_registry
     assert ConnectedRegistry.objects.get().repositories == ["hello-world", "app/frontend"]
 
 
-def test_create_with_every_option_and_a_deployed_instance(registry, child_registry):
+def test_create_with_every_option_and_a_deployed_instance(registry, child_registry, registry_factory):
     create_cr("myconnectedregistry", "--mode", "readwrite", "--sync-schedule", "0 12 * * *",
               "--sync-message-ttl", "P3D", "--log-level", "debug")
     data = create_cr("childregistry", "--parent", "MyConnectedRegistry", "--login-server", child_registry.url,
@@ -140,8 +140,16 @@ def test_create_with_every_option_and_a_deployed_instance(registry, child_regist
     parent = ConnectedRegistry.objects.get(name="myconnectedregistry")
     assert (parent.mode, parent.sync_window, parent.message_ttl, parent.log_level) == \
         ("ReadWrite", "PT1H", "P3D", "Debug")
-    # A deployed instance gets its initial sync queued.
-    assert SyncRun.objects.get().trigger == SyncRun.Trigger.INITIAL
+    # A deployed instance gets its initial sync queued once its parent can
+    # serve it; this parent has no login server yet, so nothing is queued.
+    assert not SyncRun.objects.exists()
+    acr("connected-registry", "activate", "--registry", "myacrregistry", "--name", "myconnectedregistry",
+        "--login-server", registry_factory("middle").url)
+    acr("connected-registry", "deactivate", "--registry", "myacrregistry", "--name", "childregistry", "--yes")
+    acr("connected-registry", "activate", "--registry", "myacrregistry", "--name", "childregistry",
+        "--login-server", child_registry.url)
+    assert {(r.connected_registry.name, r.trigger) for r in SyncRun.objects.all()} == \
+        {("myconnectedregistry", "initial"), ("childregistry", "initial")}
 
 
 def test_repository_flag_may_repeat(registry):

@@ -1,0 +1,105 @@
+"""What every `acr` handler shares: flag names for model fields, one-line
+errors, lookups that name the flag, confirmation prompts."""
+from __future__ import annotations
+
+import argparse
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError, CommandParser
+
+from connected import credentials, operations
+
+# Model field (the key of a ValidationError) -> the flag a user typed, in the
+# order an error naming several fields is reported.
+FIELD_FLAGS = {
+    "registry": "--registry", "name": "--name", "login_server": "--login-server",
+    "repositories": "--repository", "add": "--add", "remove": "--remove", "mode": "--mode", "parent": "--parent",
+    "sync_schedule": "--sync-schedule", "sync_window": "--sync-window",
+    "message_ttl": "--sync-message-ttl", "log_level": "--log-level", "status": "--status",
+    "parent_protocol": "--parent-protocol", "generate_password": "--generate-password",
+    "password": "--password1/--password2", "expiration_in_days": "--expiration-in-days",
+    # queue_sync's reasons concern the connected registry named by --name.
+    "sync": "--name",
+}
+
+
+class AcrParser(CommandParser):
+    """Argparse errors as one `ERROR:` line that names the flag, exit code 2."""
+
+    def error(self, message):
+        # argparse says "argument --mode/-m: ..."; the house style is "--mode: ...".
+        text = re.sub(r"^argument (\S+?)(/\S+)?: ", r"\1: ", message)
+        text = f"{text} (see: {self.prog} --help)"
+        if self.called_from_command_line:
+            self.exit(2, f"ERROR: {text}\n")
+        raise CommandError(text, returncode=2)
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seconds")
+    return value
+
+
+def user_error(error: ValidationError) -> CommandError:
+    """One line for a ValidationError: the first field in flag order, and its
+    last message, which is the product's rule (the model's clean() runs after
+    Django's generic field checks such as "Value 'x' is not a valid choice.")."""
+    messages = error.message_dict if hasattr(error, "error_dict") else {"": error.messages}
+    field = next((f for f in FIELD_FLAGS if f in messages), next(iter(messages)))
+    flag = FIELD_FLAGS.get(field)
+    return CommandError(f"{flag}: {messages[field][-1]}" if flag else messages[field][-1])
+
+
+def lookup(finder, *args, flag: str):
+    """finder(*args), a NotFound turned into `flag: ... not found.`"""
+    try:
+        return finder(*args)
+    except operations.NotFound as e:
+        raise CommandError(f"{flag}: {e}") from None
+
+
+def registry(name: str, flag: str = "--registry"):
+    return lookup(operations.get_registry, name, flag=flag)
+
+
+def connected_registry(registry_name: str, name: str, flag: str = "--name"):
+    return lookup(operations.get_connected_registry, registry(registry_name), name, flag=flag)
+
+
+def token(registry_name: str, name: str):
+    return lookup(credentials.get_token, registry(registry_name), name, flag="--name")
+
+
+def confirm(cmd, question: str, yes: bool) -> None:
+    """Go on only after a yes: --yes, or an answer on a terminal. Without a
+    terminal (scripts, pipes) the command refuses and says to add --yes."""
+    if yes:
+        return
+    stdin = cmd.stdin
+    if not (hasattr(stdin, "isatty") and stdin.isatty()):
+        raise CommandError(f"--yes: {question} Confirmation is needed and stdin is not a terminal: "
+                           "add --yes to go ahead.")
+    cmd.stderr.write(f"{question} Continue? (y/N): ", ending="")
+    cmd.stderr.flush()
+    if stdin.readline().strip().lower() not in ("y", "yes"):
+        raise CommandError("cancelled: nothing was changed.")
+
+
+def warn(cmd, warnings) -> None:
+    for text in warnings or []:
+        cmd.stderr.write(f"WARNING: {text}")

@@ -1,0 +1,128 @@
+"""`acr connected-registry ...`: create, update, repo, show, list,
+get-settings, activate, deactivate, delete, resync."""
+from __future__ import annotations
+
+from django.core.management.base import CommandError
+
+from connected import cli_output, credentials, operations, validation
+from connected.models import SyncRun
+
+from . import base
+
+CR = "python manage.py acr connected-registry"
+
+
+def create(cmd, registry, name, repositories, mode, parent, login_server, sync_schedule, sync_window,
+           message_ttl, log_level, **_):
+    reg = base.registry(registry)
+    parent_cr = base.lookup(operations.get_connected_registry, reg, parent, flag="--parent") if parent else None
+    # The rule accepts any case, but the model's choices check (run first by
+    # full_clean) only knows the canonical spelling: hand it that.
+    mode = validation.validate_mode(mode)
+    cr = operations.create_connected_registry(
+        reg, name, repositories, mode=mode, parent=parent_cr, login_server=login_server,
+        sync_schedule=sync_schedule, sync_window=sync_window, message_ttl=message_ttl, log_level=log_level,
+        actor=cmd.actor)
+    cmd.emit(cli_output.connected_registry_to_dict(cr))
+    base.warn(cmd, cr.warnings)
+
+
+def update(cmd, registry, name, sync_schedule, sync_window, message_ttl, log_level, mode, parent, **_):
+    cr = base.connected_registry(registry, name)
+    if all(v is None for v in (sync_schedule, sync_window, message_ttl, log_level, mode, parent)):
+        raise CommandError("--sync-schedule: say what to change: --sync-schedule, --sync-window, "
+                           "--sync-message-ttl or --log-level.")
+    changes = {}
+    if parent is not None:
+        changes["parent"] = base.lookup(operations.get_connected_registry, cr.registry, parent, flag="--parent")
+    cr = operations.update_connected_registry(cr, sync_schedule=sync_schedule, sync_window=sync_window,
+                                              message_ttl=message_ttl, log_level=log_level, mode=mode,
+                                              actor=cmd.actor, **changes)
+    cmd.emit(cli_output.connected_registry_to_dict(cr))
+
+
+def repo(cmd, registry, name, add, remove, **_):
+    cr = base.connected_registry(registry, name)
+    if not add and not remove:
+        raise CommandError("--add: say what to change: --add REPO ... and/or --remove REPO ...")
+    cr = operations.change_repositories(cr, add=add, remove=remove, actor=cmd.actor)
+    cmd.emit(cli_output.connected_registry_to_dict(cr))
+
+
+def show(cmd, registry, name, output, query, **_):
+    cr = base.connected_registry(registry, name)
+    data = cli_output.connected_registry_to_dict(cr)
+    if query:
+        cmd.print_query(data, query, output, "a connected registry",
+                        "lastSync, connectionState or parent.syncProperties.schedule")
+        return
+    cmd.emit(data, output, cli_output.SHOW_COLUMNS, [cli_output.connected_registry_row(cr)])
+
+
+def list_(cmd, registry, parent, no_children, output, **_):
+    reg = base.registry(registry)
+    root = base.lookup(operations.get_connected_registry, reg, parent, flag="--parent") if parent else None
+    crs = reg.connected_registries.select_related("registry", "parent")
+    rows = cli_output.tree_order(crs, root, children=not no_children)
+    cmd.emit([cli_output.connected_registry_to_dict(cr) for cr, _ in rows], output, cli_output.LIST_COLUMNS,
+             [cli_output.connected_registry_row(cr, depth, with_schedule=False) for cr, depth in rows])
+
+
+def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, **_):
+    cr = base.connected_registry(registry, name)
+    _, slot = credentials.check_settings_request(cr, parent_protocol, generate_password)
+    if slot is not None:
+        base.confirm(cmd, f"A new password{slot} of '{cr.name}-sync-token' replaces the current one, which "
+                          "stops working (the other password keeps working).", yes)
+    settings = credentials.get_settings(cr, parent_protocol, generate_password, actor=cmd.actor)
+    cmd.emit(settings)
+    base.warn(cmd, credentials.settings_warnings(cr))
+
+
+def activate(cmd, registry, name, login_server, **_):
+    cr = base.connected_registry(registry, name)
+    cr = operations.activate_connected_registry(cr, login_server, actor=cmd.actor)
+    cmd.emit(cli_output.connected_registry_to_dict(cr))
+    base.warn(cmd, cr.warnings)
+
+
+def deactivate(cmd, registry, name, yes, **_):
+    cr = base.connected_registry(registry, name)
+    base.confirm(cmd, f"Deactivating '{cr.name}' unbinds its deployed instance and stops its syncs.", yes)
+    operations.deactivate_connected_registry(cr, actor=cmd.actor)
+    cmd.stdout.write(f"'{cr.name}' is Inactive and Offline. To activate an instance again, deploy it with the "
+                     f"connection string of `{CR} get-settings --registry {cr.registry.name} --name {cr.name} "
+                     f"--generate-password 1` and bind it: {CR} activate --registry {cr.registry.name} "
+                     f"--name {cr.name} --login-server URL")
+
+
+def delete(cmd, registry, name, yes, **_):
+    cr = base.connected_registry(registry, name)
+    blocker = operations.deletion_blocker(cr)
+    if blocker:  # say so before asking
+        raise CommandError(f"--name: {blocker}")
+    base.confirm(cmd, f"Deleting '{cr.name}' also deletes its sync token and scope map.", yes)
+    operations.delete_connected_registry(cr, actor=cmd.actor)
+    cmd.stdout.write(f"deleted connected registry '{cr.name}' with its sync token and scope map")
+
+
+def resync(cmd, registry, name, wait, timeout, **_):
+    cr = base.connected_registry(registry, name)
+    run = operations.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=cmd.actor)
+    cmd.stdout.write(f"sync run {run.pk} queued for '{cr.name}'")
+    if not (wait or timeout):
+        return
+    try:
+        run = operations.wait_for_run(run, timeout=timeout)
+    except KeyboardInterrupt:
+        raise CommandError(f"stopped waiting; run {run.pk} goes on in the background.", returncode=130) from None
+    cmd.stdout.write(cli_output.run_outcome(run))
+    if not run.is_finished():
+        raise CommandError(f"--timeout: run {run.pk} did not end within {timeout:g} seconds (still {run.status}).")
+    if run.status != SyncRun.Status.SUCCEEDED:
+        raise CommandError(f"run {run.pk} ended {run.get_status_display()}" + (f": {run.error}" if run.error else "."))
+
+
+HANDLERS = {"cr_create": create, "cr_update": update, "cr_repo": repo, "cr_show": show, "cr_list": list_,
+            "cr_get_settings": get_settings, "cr_activate": activate, "cr_deactivate": deactivate,
+            "cr_delete": delete, "cr_resync": resync}
