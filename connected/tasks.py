@@ -24,3 +24,16 @@ def dispatch_due_syncs() -> int:
     from connected.sync.dispatch import dispatch_due
 
     return len(dispatch_due(timezone.now()))
+
+
+@shared_task(ignore_result=True)
+def prune_runs() -> int:
+    """Beat: delete old runs, keeping each connected registry's most recent ones."""
+    import datetime as dt
+
+    from django.conf import settings
+
+    from connected.sync.dispatch import prune_runs as prune
+
+    portal = settings.PORTAL
+    return prune(timezone.now(), dt.timedelta(days=portal["RUN_RETENTION_DAYS"]), portal["RUNS_KEPT_PER_REGISTRY"])

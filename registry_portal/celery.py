@@ -19,4 +19,5 @@ def _beat_schedule(sender, **kwargs):
             "task": "connected.tasks.dispatch_due_syncs",
             "schedule": settings.PORTAL["DISPATCH_INTERVAL_SECONDS"],
         },
+        "prune-runs": {"task": "connected.tasks.prune_runs", "schedule": 3600.0},
     }

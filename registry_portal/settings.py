@@ -165,6 +165,9 @@ PORTAL = {
     "SYNC_LOCK_TTL_SECONDS": float(os.environ.get("PORTAL_SYNC_LOCK_TTL", "120")),
     # Blobs copied at once within one run.
     "SYNC_PARALLEL_BLOBS": int(os.environ.get("PORTAL_SYNC_PARALLEL_BLOBS", "4")),
+    # Runs older than this are pruned, except each connected registry's last ones.
+    "RUN_RETENTION_DAYS": float(os.environ.get("PORTAL_RUN_RETENTION_DAYS", "30")),
+    "RUNS_KEPT_PER_REGISTRY": int(os.environ.get("PORTAL_RUNS_KEPT", "50")),
     "MAX_CONNECTED_REGISTRIES": int(os.environ.get("PORTAL_MAX_CONNECTED_REGISTRIES", "50")),
     "REGISTRY_TIMEOUT_SECONDS": float(os.environ.get("PORTAL_REGISTRY_TIMEOUT", "30")),
 }

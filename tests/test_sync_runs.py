@@ -234,3 +234,14 @@ def test_routine_runs_of_a_read_only_child_cost_one_manifest_request_per_unchang
     manifest_requests = [r for r in requests if "/manifests/" in r[2]]
     assert len(manifest_requests) == 3  # one HEAD at the parent per tag, none at the child
     assert all(r[0] == cr.registry.login_server for r in manifest_requests)
+
+
+def test_old_runs_are_pruned_keeping_the_last_ones(setup):
+    cr, _ = setup
+    now = timezone.now()
+    for age_days in (1, 40, 41, 42, 43):
+        SyncRun.objects.create(connected_registry=cr, status="succeeded", queued_at=now - dt.timedelta(days=age_days))
+    SyncRun.objects.create(connected_registry=cr, status="running", queued_at=now - dt.timedelta(days=50))
+    assert dispatch.prune_runs(now, dt.timedelta(days=30), keep_last=3) == 2
+    ages = sorted((now - r.queued_at).days for r in SyncRun.objects.all())
+    assert ages == [1, 40, 41, 50]  # the 3 most recent, and the unfinished one

@@ -84,6 +84,21 @@ def fail_lost_runs(now: dt.datetime) -> int:
     return count
 
 
+def prune_runs(now: dt.datetime, max_age: dt.timedelta, keep_last: int) -> int:
+    """Delete finished runs (and their ledgers) older than max_age, except
+    each connected registry's last keep_last runs. Returns how many went."""
+    old = SyncRun.objects.filter(status__in=SyncRun.FINISHED, queued_at__lt=now - max_age)
+    doomed = []
+    for cr_id in old.values_list("connected_registry_id", flat=True).distinct():
+        kept = SyncRun.objects.filter(connected_registry_id=cr_id).order_by("-queued_at", "-pk") \
+            .values_list("pk", flat=True)[:keep_last]
+        doomed += old.filter(connected_registry_id=cr_id).exclude(pk__in=list(kept)).values_list("pk", flat=True)
+    deleted = 0
+    for start in range(0, len(doomed), 500):  # SQLite limits the variables of one query
+        deleted += SyncRun.objects.filter(pk__in=doomed[start:start + 500]).delete()[1].get("connected.SyncRun", 0)
+    return deleted
+
+
 def dispatch_due(now: dt.datetime) -> list[SyncRun]:
     """Queue a run for every connected registry that is due one. Returns them."""
     from connected.operations import queue_sync
