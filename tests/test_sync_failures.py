@@ -131,11 +131,14 @@ def test_500_on_a_manifest_get_is_retried(images, parent, child, parent_registry
     digest = images[(APP, "v1")]
     proxy.fail("GET", f"/v2/{APP}/manifests/{digest}", 500, times=2)
     proxy.fail("GET", f"/v2/{MULTI}/tags/list", 503, times=1)
+    proxy.cut("GET", f"/v2/{APP}/manifests/{images[(APP, 'v2')]}", after_bytes=100, times=1)  # dropped mid-manifest
     with quick(RegistryClient(proxy.url, retries=3)) as source:
         result = sync_repositories(source, child, [APP, MULTI])
     assert result.errors == [] and set(outcomes(result).values()) == {"copied"}, result
     assert [e.status for e in proxy.requests("GET", f"/manifests/{digest}")] == [500, 500, 200]
     assert [e.status for e in proxy.requests("GET", f"/v2/{MULTI}/tags/list")] == [503, 200]
+    proxy.settle()
+    assert [e.action for e in proxy.requests("GET", f"/manifests/{images[(APP, 'v2')]}")] == ["cut", "forwarded"]
     assert assert_child_complete(child, parent, [APP, MULTI]) == ALL
 
 
@@ -161,7 +164,7 @@ def test_429_waits_for_retry_after(images, parent, child, parent_registry, proxy
 def test_a_slow_link_finishes_although_it_takes_longer_than_the_timeout(images, parent, child, parent_registry,
                                                                        proxy_factory):
     proxy = proxy_factory(parent_registry)
-    proxy.throttle(1.5 * MiB)  # shared by all transfers; about 20 pieces a second
+    proxy.throttle(MiB)  # shared by all transfers; about 20 pieces a second
     timeout = 1.0
     with RegistryClient(proxy.url, timeout=timeout, retries=0) as source:
         result = sync_repositories(source, child, [APP], parallelism=2)
@@ -172,7 +175,7 @@ def test_a_slow_link_finishes_although_it_takes_longer_than_the_timeout(images, 
     # far longer than the client's timeout: it is a limit on idleness only.
     assert len(blob_gets) == len({e.path for e in blob_gets}) and {e.status for e in blob_gets} == {200}
     slowest = max(e.finished - e.started for e in blob_gets)
-    assert slowest > 2 * timeout, slowest
+    assert slowest > 1.5 * timeout, slowest  # a 2 MiB layer needs 2 s at 1 MiB/s, however it shares the link
     assert assert_child_complete(child, parent, [APP]) == {(APP, "v1"), (APP, "v2"), (APP, "v3")}
 
 
