@@ -253,3 +253,27 @@ def test_cli_and_web_actors_are_recorded(cr, client, django_user_model):
     event = AuditEvent.objects.filter(action="connectedRegistry.resync").get()
     assert (event.actor, event.source) == ("opsadmin", "web")
     assert event.changes == {"run": [None, SyncRun.objects.get().pk]}
+
+
+# --- data made before tokens existed ----------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_existing_connected_registries_their_sync_token():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("connected", "0002_run_cancel_requested")])
+    old = executor.loader.project_state([("connected", "0002_run_cancel_requested")]).apps
+    registry = old.get_model("connected", "Registry").objects.create(name="myacrregistry",
+                                                                      login_server="http://127.0.0.1:5001")
+    old.get_model("connected", "ConnectedRegistry").objects.create(
+        registry=registry, name="OldFactory", mode="ReadWrite", repositories=["hello-world"])
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    token = Token.objects.get()
+    assert (token.name, token.connected_registry.name) == ("OldFactory-sync-token", "OldFactory")
+    assert token.scope_map.actions == [f"repositories/hello-world/{a}" for a in (
+        "content/read", "metadata/read", "content/write", "content/delete", "metadata/write")] + \
+        [g.format(n="oldfactory") for g in GATEWAY]
