@@ -213,11 +213,6 @@ def test_execute_run_leaves_a_run_that_is_already_running_alone(parent_registry,
 
 @pytest.mark.registries
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(strict=True, reason=(
-    "execute_run checks `run.status != QUEUED` (connected/sync/runner.py, execute_run) and claims the run only "
-    "after SyncLease.acquire; two deliveries of one queued run that both pass the check race for the lease, and "
-    "the loser records the very run the winner is carrying out as 'skipped' (finished_at set), so "
-    "`acr connected-registry resync --wait` reports 'skipped' and exits non-zero while the sync goes on"))
 def test_two_deliveries_of_one_queued_run_at_once_do_not_mark_it_skipped(parent_registry, child_registry,
                                                                            monkeypatch):
     import threading

@@ -168,13 +168,14 @@ def test_scheduled_registry_is_due_only_inside_its_window(setup):
 def test_a_run_whose_worker_died_is_marked_failed(setup):
     cr, _ = setup
     run = queued(cr)
-    SyncRun.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now())
+    SyncRun.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now() - dt.timedelta(minutes=10))
     # Its lease expired without being released: the worker is gone.
     ConnectedRegistry.objects.filter(pk=cr.pk).update(
         sync_lock_owner=f"run:{run.pk}", sync_lock_expires_at=timezone.now() - dt.timedelta(seconds=1),
         connection_state="Syncing")
     assert dispatch.fail_lost_runs(timezone.now()) == 1
     run.refresh_from_db()
+    assert execute_run(run.pk).status == "failed"  # a late redelivery changes nothing
     assert run.status == "failed" and "worker lost" in run.error
     cr.refresh_from_db()
     assert cr.connection_state == "Unhealthy"

@@ -68,10 +68,16 @@ def fail_lost_runs(now: dt.datetime) -> int:
     from .runner import lease_owner
 
     count = 0
-    for run in SyncRun.objects.filter(status=SyncRun.Status.RUNNING).select_related("connected_registry"):
+    # A run claimed a moment ago may not hold its lease yet: give it one TTL.
+    grace = dt.timedelta(seconds=settings.PORTAL["SYNC_LOCK_TTL_SECONDS"])
+    running = SyncRun.objects.filter(status=SyncRun.Status.RUNNING, started_at__lt=now - grace)
+    for run in running.select_related("connected_registry"):
         cr = run.connected_registry
         held = cr.sync_lock_owner == lease_owner(run) and cr.sync_lock_expires_at and cr.sync_lock_expires_at > now
         if not held:
+            # If its worker was only stalled, it finds its lease gone and stops.
+            ConnectedRegistry.objects.filter(pk=cr.pk, sync_lock_owner=lease_owner(run)).update(
+                sync_lock_owner="", sync_lock_expires_at=None)
             count += SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
                 status=SyncRun.Status.FAILED, finished_at=now,
                 error="worker lost: the worker running this sync stopped answering")

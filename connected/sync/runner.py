@@ -35,9 +35,12 @@ class RunProgress(SyncObserver):
     """Counters kept in memory by the engine's threads; the heartbeat writes
     them to the run row, so the pages and the CLI can read progress."""
 
-    def __init__(self, deadline: dt.datetime | None = None, clock=timezone.now):
+    def __init__(self, deadline: dt.datetime | None = None, clock=timezone.now,
+                 lease_valid_until: dt.datetime | None = None):
         self._lock = threading.Lock()
         self.deadline, self.clock = deadline, clock
+        # Past this instant another worker may hold the lease: stop writing.
+        self.lease_valid_until = lease_valid_until
         self.tags_planned = self.tags_done = self.tags_copied = self.tags_skipped = self.tags_failed = 0
         self.tags_deleted = 0
         self.bytes_moved = self.bytes_planned = 0
@@ -67,6 +70,8 @@ class RunProgress(SyncObserver):
         # At the window's end no new blob or manifest starts.
         if self._stop is None and self.deadline is not None and self.clock() >= self.deadline:
             self._stop = STOP_WINDOW_CLOSED
+        if self._stop is None and self.lease_valid_until is not None and timezone.now() >= self.lease_valid_until:
+            self._stop = STOP_LEASE_LOST
         return self._stop
 
     def request_stop(self, reason: str) -> None:
@@ -100,7 +105,10 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> None:
         try:
-            if not self.lease.renew():
+            renewed_at = timezone.now()
+            if self.lease.renew():
+                self.progress.lease_valid_until = renewed_at + self.lease.ttl
+            else:
                 self.progress.request_stop(STOP_LEASE_LOST)
             SyncRun.objects.filter(pk=self.run_id).update(**self.progress.snapshot())
             if SyncRun.objects.filter(pk=self.run_id, cancel_requested=True).exists():
@@ -120,9 +128,13 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
     run stops at `deadline`, the end of its window, by `clock`. Returns the
     finished run. Safe to call twice for one run (broker redelivery)."""
     close_old_connections()
+    # Claim the run with one conditional UPDATE: of two deliveries of one
+    # message (broker redelivery), exactly one carries it out.
+    claimed = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.QUEUED).update(
+        status=SyncRun.Status.RUNNING, started_at=timezone.now(), worker=worker[:200])
     run = SyncRun.objects.select_related("connected_registry__registry", "connected_registry__parent").get(pk=run_id)
-    if run.status != SyncRun.Status.QUEUED:
-        return run  # already handled: a redelivered message
+    if not claimed:
+        return run  # already handled or being handled
     cr = run.connected_registry
     blockers = cr.sync_blockers()
     if blockers:
@@ -132,12 +144,9 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
     lease = SyncLease(cr.pk, lease_owner(run), portal["SYNC_LOCK_TTL_SECONDS"])
     if not lease.acquire():
         return _finish(run, SyncRun.Status.SKIPPED, "another sync of this connected registry was running")
-    progress = RunProgress(deadline, clock)
+    progress = RunProgress(deadline, clock, lease_valid_until=timezone.now() + lease.ttl)
     heartbeat = Heartbeat(run, lease, progress, interval=min(2.0, portal["SYNC_LOCK_TTL_SECONDS"] / 4))
     try:
-        now = timezone.now()
-        SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING, started_at=now, worker=worker[:200])
-        run.status, run.started_at = SyncRun.Status.RUNNING, now
         ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=ConnectedRegistry.ConnectionState.SYNCING)
         heartbeat.start()
         try:
@@ -251,8 +260,8 @@ def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: s
 def _finish(run: SyncRun, status: str, error: str = "", counters: dict | None = None) -> SyncRun:
     now = timezone.now()
     fields = {"status": status, "finished_at": now, "error": error[:4000], **(counters or {})}
-    if run.started_at is None:
-        fields["started_at"] = now
-    SyncRun.objects.filter(pk=run.pk).update(**fields)
+    # Only a run still running is finished here: one the dispatcher already
+    # declared lost keeps that verdict.
+    SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(**fields)
     run.refresh_from_db()
     return run
