@@ -327,6 +327,8 @@ class SyncRun(models.Model):
     tags_copied = models.PositiveIntegerField(default=0)
     tags_skipped = models.PositiveIntegerField(default=0, help_text="Tags already in sync")
     tags_failed = models.PositiveIntegerField(default=0)
+    tags_deleted = models.PositiveIntegerField(default=0)
+    bytes_planned = models.BigIntegerField(default=0, help_text="Bytes the run expects to transfer")
     bytes_moved = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     worker = models.CharField(max_length=200, blank=True, default="")
@@ -347,6 +349,24 @@ class SyncRun(models.Model):
         if not self.started_at:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
+
+    def progress_fraction(self) -> float | None:
+        """How far a run is, from 0 to 1, by bytes when it moves any, else by
+        tags; None while nothing is planned yet."""
+        if self.bytes_planned:
+            return min(1.0, self.bytes_moved / self.bytes_planned)
+        if self.tags_planned:
+            return min(1.0, self.tags_done / self.tags_planned)
+        return None
+
+    def eta(self, now: dt.datetime | None = None) -> dt.timedelta | None:
+        """Time left at the pace so far, for a running run that moves bytes; else None."""
+        if self.status != self.Status.RUNNING or not self.started_at or not self.bytes_planned \
+                or not self.bytes_moved:
+            return None
+        elapsed = ((now or timezone.now()) - self.started_at).total_seconds()
+        left = max(0, self.bytes_planned - self.bytes_moved)
+        return dt.timedelta(seconds=round(elapsed * left / self.bytes_moved))
 
 
 class SyncRunTag(models.Model):

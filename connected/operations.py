@@ -408,13 +408,37 @@ def queue_sync(cr: ConnectedRegistry, trigger: str = SyncRun.Trigger.MANUAL, act
     return run
 
 
-def wait_for_run(run: SyncRun, timeout: float | None = None, poll: float = 0.5) -> SyncRun:
-    """Block until the run has finished (or timeout seconds pass); return it fresh."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+def cancel_sync(cr: ConnectedRegistry, actor: Actor | None = None) -> SyncRun:
+    """Cancel the connected registry's queued or running sync. A queued run
+    ends at once; a running one is asked to stop, and its worker stops within
+    seconds, abandoning open uploads and writing no further tag. Returns the run."""
+    run = cr.runs.filter(status__in=(SyncRun.Status.QUEUED, SyncRun.Status.RUNNING)).order_by("-queued_at").first()
+    if run is None:
+        raise ValidationError({"run": [f"no sync of '{cr.name}' is queued or running."]})
+    with transaction.atomic():
+        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
+            status=SyncRun.Status.CANCELLED, finished_at=timezone.now(), error="cancelled before it started")
+        SyncRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+        record(actor or SYSTEM, "connectedRegistry.cancelSync", "connectedRegistry", cr.name, cr.registry.name,
+               {"run": [run.pk, None]})
+    run.refresh_from_db()
+    return run
+
+
+def wait_for_run(run: SyncRun, timeout: float | None = None, poll: float = 0.5,
+                 on_stuck_in_queue=None, stuck_after: float = 15.0) -> SyncRun:
+    """Block until the run has finished (or timeout seconds pass); return it
+    fresh. on_stuck_in_queue(run) is called once if it is still queued after
+    stuck_after seconds (no worker took it: is one running?)."""
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
     while True:
         run.refresh_from_db()
         if run.is_finished():
             return run
+        if on_stuck_in_queue and run.status == SyncRun.Status.QUEUED and time.monotonic() - started > stuck_after:
+            on_stuck_in_queue(run)
+            on_stuck_in_queue = None
         if deadline is not None and time.monotonic() > deadline:
             return run
         time.sleep(poll)

@@ -25,6 +25,7 @@ EXAMPLES = {
     "cr_deactivate": f"{CR} deactivate --registry myacrregistry --name myconnectedregistry --yes",
     "cr_delete": f"{CR} delete --registry myacrregistry --name myconnectedregistry --yes",
     "cr_resync": f"{CR} resync --registry myacrregistry --name myconnectedregistry --wait",
+    "cr_cancel": f"{CR} cancel --registry myacrregistry --name myconnectedregistry --wait",
     "token_show": "python manage.py acr token show --registry myacrregistry --name myconnectedregistry-sync-token "
                   "--query scopeMapId",
     "token_update": "python manage.py acr token update --registry myacrregistry "
@@ -131,6 +132,9 @@ def add_arguments(parser) -> None:
     cr_resync.add_argument("--wait", action="store_true", help="Wait for the run to end and print its outcome.")
     cr_resync.add_argument("--timeout", type=positive_seconds, metavar="SECONDS",
                            help="With --wait: stop waiting after this long (implies --wait).")
+
+    cr_cancel = cr_command("cancel", "Cancel the queued or running sync of a connected registry.")
+    cr_cancel.add_argument("--wait", action="store_true", help="Wait until the run has stopped.")
 
     # --- tokens and scope maps -----------------------------------------------------------
     tokens = group(commands, "token", "Manage tokens (sync tokens of connected registries).")

@@ -1,5 +1,5 @@
 """`acr connected-registry ...`: create, update, repo, show, list,
-get-settings, activate, deactivate, delete, resync."""
+get-settings, activate, deactivate, delete, resync, cancel."""
 from __future__ import annotations
 
 from django.core.management.base import CommandError
@@ -112,17 +112,38 @@ def resync(cmd, registry, name, wait, timeout, **_):
     cmd.stdout.write(f"sync run {run.pk} queued for '{cr.name}'")
     if not (wait or timeout):
         return
-    try:
-        run = operations.wait_for_run(run, timeout=timeout)
-    except KeyboardInterrupt:
-        raise CommandError(f"stopped waiting; run {run.pk} goes on in the background.", returncode=130) from None
-    cmd.stdout.write(cli_output.run_outcome(run))
+    run = _wait(cmd, run, timeout)
     if not run.is_finished():
         raise CommandError(f"--timeout: run {run.pk} did not end within {timeout:g} seconds (still {run.status}).")
     if run.status != SyncRun.Status.SUCCEEDED:
         raise CommandError(f"run {run.pk} ended {run.get_status_display()}" + (f": {run.error}" if run.error else "."))
 
 
+def cancel(cmd, registry, name, wait, **_):
+    cr = base.connected_registry(registry, name)
+    run = operations.cancel_sync(cr, actor=cmd.actor)
+    if run.is_finished():
+        cmd.stdout.write(f"sync run {run.pk} of '{cr.name}' cancelled before it started")
+        return
+    cmd.stdout.write(f"sync run {run.pk} of '{cr.name}' is stopping")
+    if wait:
+        run = _wait(cmd, run, 120)
+        cmd.stdout.write(cli_output.run_outcome(run))
+
+
+def _wait(cmd, run, timeout):
+    """Wait for run to end, printing its outcome; a hint if no worker takes it."""
+    def stuck(run):
+        cmd.stderr.write(f"WARNING: run {run.pk} is still queued: no worker has taken it. Is a Celery worker "
+                         "running? (celery -A registry_portal worker)")
+    try:
+        run = operations.wait_for_run(run, timeout=timeout, on_stuck_in_queue=stuck)
+    except KeyboardInterrupt:
+        raise CommandError(f"stopped waiting; run {run.pk} goes on in the background.", returncode=130) from None
+    cmd.stdout.write(cli_output.run_outcome(run))
+    return run
+
+
 HANDLERS = {"cr_create": create, "cr_update": update, "cr_repo": repo, "cr_show": show, "cr_list": list_,
             "cr_get_settings": get_settings, "cr_activate": activate, "cr_deactivate": deactivate,
-            "cr_delete": delete, "cr_resync": resync}
+            "cr_delete": delete, "cr_resync": resync, "cr_cancel": cancel}

@@ -81,7 +81,8 @@ class RunProgress(SyncObserver):
         with self._lock:
             return {"tags_planned": self.tags_planned, "tags_done": self.tags_done,
                     "tags_copied": self.tags_copied, "tags_skipped": self.tags_skipped,
-                    "tags_failed": self.tags_failed, "bytes_moved": self.bytes_moved}
+                    "tags_failed": self.tags_failed, "tags_deleted": self.tags_deleted,
+                    "bytes_moved": self.bytes_moved, "bytes_planned": self.bytes_planned}
 
 
 class Heartbeat(threading.Thread):
@@ -249,10 +250,15 @@ def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: R
 def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: str = "") -> None:
     """Set the connection state after a run; an unhealthy state carries its reason."""
     now = timezone.now()
-    details = []
+    current = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("status_details", flat=True).first() or []
+    # A run speaks for sync only: details of other kinds (a disabled sync
+    # token, say) stay until what they describe changes.
+    details = [d for d in current if d.get("type") != "Sync"]
     if code:
-        details = [{"type": "Sync", "code": code, "description": description[:1000],
-                    "timestamp": now.isoformat().replace("+00:00", "Z")}]
+        details.append({"type": "Sync", "code": code, "description": description[:1000],
+                        "timestamp": now.isoformat().replace("+00:00", "Z")})
+    if state == ConnectedRegistry.ConnectionState.ONLINE and details:
+        state = ConnectedRegistry.ConnectionState.UNHEALTHY
     ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=state, status_details=details,
                                                       last_activity_at=now)
 
