@@ -45,8 +45,9 @@ class Registry(models.Model):
                 setattr(self, field, check(getattr(self, field)))
             except ValidationError as e:
                 errors.update(e.message_dict)
-        if not errors.get("name") and Registry.objects.filter(name__iexact=self.name).exclude(pk=self.pk).exists():
-            errors["name"] = [f"a registry named '{self.name}' already exists."]
+        clash = Registry.objects.filter(name__iexact=self.name).exclude(pk=self.pk).first()
+        if not errors.get("name") and clash is not None:
+            errors["name"] = [f"a registry named '{clash.name}' already exists (names are unique in any case)."]
         if errors:
             raise ValidationError(errors)
 
@@ -155,7 +156,11 @@ class ConnectedRegistry(models.Model):
             self.login_server = check("login_server", validation.validate_login_server, self.login_server) \
                 or self.login_server
             bound = ConnectedRegistry.objects.filter(login_server__iexact=self.login_server).exclude(pk=self.pk)
-            if "login_server" not in errors and bound.exists():
+            top = Registry.objects.filter(login_server__iexact=self.login_server).first()
+            if "login_server" not in errors and top is not None:
+                errors["login_server"] = [f"{self.login_server} is the login server of registry '{top.name}'; a "
+                                          "connected registry needs an instance of its own."]
+            elif "login_server" not in errors and bound.exists():
                 errors["login_server"] = [f"{self.login_server} is already the login server of connected "
                                           f"registry '{bound.first().name}'; one instance serves one "
                                           "connected registry."]
@@ -171,10 +176,11 @@ class ConnectedRegistry(models.Model):
             elif "mode" not in errors:
                 check("mode", validation.validate_child_mode, self.mode, parent.mode)
         if "name" not in errors and self.registry_id:
-            clash = ConnectedRegistry.objects.filter(registry_id=self.registry_id, name__iexact=self.name)
-            if clash.exclude(pk=self.pk).exists():
-                errors["name"] = [f"a connected registry named '{self.name}' already exists in "
-                                  f"'{self.registry.name}'."]
+            clash = ConnectedRegistry.objects.filter(registry_id=self.registry_id, name__iexact=self.name) \
+                .exclude(pk=self.pk).first()
+            if clash is not None:
+                errors["name"] = [f"a connected registry named '{clash.name}' already exists in "
+                                  f"'{self.registry.name}' (names are unique in any case)."]
         if errors:
             raise ValidationError(errors)
 

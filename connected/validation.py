@@ -179,8 +179,12 @@ def validate_login_server(url: str, field: str = "login_server") -> str:
     if "://" not in text:
         text = "https://" + text if text else text
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        fail(field, f"'{url}' is not a valid login server URL: use http(s)://host[:port].")
+    if parts.username is not None or parts.password is not None:
+        # Never store (or print back) credentials given in a URL.
+        fail(field, "a login server URL must not carry credentials: use http(s)://host[:port].")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or parts.path.strip("/"):
+        fail(field, f"'{url}' is not a valid login server URL: use http(s)://host[:port], without a path.")
     try:
         parts.port
     except ValueError:

@@ -143,6 +143,11 @@ class Demo:
 
     # --- the story --------------------------------------------------------
     def run(self) -> None:
+        # Refuse before touching anything: a second demo must not wipe the
+        # data of one that is running.
+        self._lock = _take_demo_lock()
+        if _port_busy(self.port):
+            raise RuntimeError(f"port {self.port} is in use: set PORT to a free port")
         if DEMO_DIR.exists():
             shutil.rmtree(DEMO_DIR)
         self.log_dir.mkdir(parents=True)
@@ -251,6 +256,19 @@ class Demo:
 
 def _quote(arg: str) -> str:
     return arg if arg and all(c.isalnum() or c in "-_./:=@" for c in arg) else repr(arg)
+
+
+def _take_demo_lock():
+    """Hold an exclusive lock for the demo's lifetime (released when the process ends)."""
+    import fcntl
+
+    DEMO_DIR.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(DEMO_DIR.parent / "demo.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise RuntimeError("another demo is running from this checkout: stop it first (Ctrl-C)") from None
+    return lock
 
 
 def _port_busy(port: int) -> bool:

@@ -13,7 +13,10 @@ import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PORTAL_DATA_DIR", BASE_DIR / ".var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as e:
+    raise SystemExit(f"ERROR: PORTAL_DATA_DIR: cannot create the data directory {DATA_DIR}: {e.strerror}")
 
 
 def _env_bool(name, default=False):
@@ -98,6 +101,10 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
             },
+            # Tests use a file too (not shared-cache memory, whose table locks
+            # fail at once instead of waiting): threads and processes of a
+            # test see one database. One file per test process.
+            "TEST": {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 

@@ -75,7 +75,7 @@ def test_create_registry_bad_input(parent_registry, args, flag, rule):
 
 def test_create_registry_duplicate_name_case_insensitive(registry, parent_registry):
     message = acr_error("create", "--name", "MyAcrRegistry", "--login-server", parent_registry.url)
-    assert message == "--name: a registry named 'MyAcrRegistry' already exists."
+    assert message == "--name: a registry named 'myacrregistry' already exists (names are unique in any case)."
     assert Registry.objects.count() == 1
 
 

@@ -109,11 +109,13 @@ def test_lease_is_exclusive_until_it_expires(setup):
 def test_concurrent_runs_of_one_connected_registry_never_overlap(setup):
     cr, _ = setup
     runs = [queued(cr) for _ in range(4)]
-    results = {}
+    results, crashes = {}, []
 
     def work(run_id):
         try:
             results[run_id] = execute_run(run_id).status
+        except Exception as e:  # every run must end with a status, none may crash
+            crashes.append(e)
         finally:
             connection.close()
 
@@ -122,6 +124,7 @@ def test_concurrent_runs_of_one_connected_registry_never_overlap(setup):
         t.start()
     for t in threads:
         t.join()
+    assert crashes == [] and len(results) == 4
     statuses = sorted(results.values())
     assert "succeeded" in statuses and set(statuses) <= {"succeeded", "skipped"}
     finished = SyncRun.objects.filter(status="succeeded").order_by("started_at")
