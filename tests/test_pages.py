@@ -1,18 +1,18 @@
-"""The portal's pages: login, registry list, connected registries, runs.
-
-Data is created with the ORM; no registry is contacted."""
+"""The portal's pages: login, roles, home, the connected registries list and
+the status page. Data is made with the operations or the ORM; no registry is
+contacted. Forms: test_pages_forms.py; actions: test_pages_actions.py."""
 from __future__ import annotations
 
 import datetime as dt
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
+from django.contrib.auth.models import Group
 from django.urls import reverse
+from django.utils import timezone
 
-from connected.models import ConnectedRegistry, Registry, SyncRun, SyncRunTag
+from connected import operations
+from connected.models import ConnectedRegistry, Registry, SyncRun
 
 pytestmark = pytest.mark.django_db
 
@@ -26,24 +26,26 @@ def registry():
 
 
 @pytest.fixture
-def user():
-    return get_user_model().objects.create_user("operator", password="s3cret-pass")
+def viewer(django_user_model):
+    return django_user_model.objects.create_user("teamviewer", password="s3cret-pass")
 
 
 @pytest.fixture
-def staff():
-    return get_user_model().objects.create_user("admin", password="s3cret-pass", is_staff=True)
+def administrator(django_user_model):
+    user = django_user_model.objects.create_user("opsadmin", password="s3cret-pass")
+    user.groups.add(Group.objects.get_or_create(name="Administrators")[0])
+    return user
 
 
 @pytest.fixture
-def browser(client, user):
-    client.force_login(user)
+def viewer_client(client, viewer):
+    client.force_login(viewer)
     return client
 
 
 @pytest.fixture
-def staff_browser(client, staff):
-    client.force_login(staff)
+def admin_client(client, administrator):
+    client.force_login(administrator)
     return client
 
 
@@ -57,39 +59,41 @@ def tree(registry):
     zroot = make_cr(registry, "zroot", mode="ReadWrite", login_server="http://10.0.0.1:5000",
                     connection_state="Online", last_sync_at=T0, repositories=["hello-world", "acr/connected-registry"])
     bchild = make_cr(registry, "bchild", parent=zroot, sync_schedule="0 2 * * *", sync_window="PT3H",
-                     connection_state="Unhealthy")
-    leaf = make_cr(registry, "leafone", parent=bchild)
-    aroot = make_cr(registry, "aroot", connection_state="Syncing")
+                     connection_state="Unhealthy", repositories=["hello-world"])
+    leaf = make_cr(registry, "leafone", parent=bchild, repositories=["hello-world"])
+    aroot = make_cr(registry, "aroot", connection_state="Syncing", repositories=["tools/busybox"])
     return {"zroot": zroot, "bchild": bchild, "leafone": leaf, "aroot": aroot}
 
 
-def list_url(registry):
-    return reverse("connected_registry_list", args=[registry.name])
+def list_url(registry, **query):
+    url = reverse("connected_registry_list", args=[registry.name])
+    return url + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
 
 
 def detail_url(cr):
     return reverse("connected_registry_detail", args=[cr.registry.name, cr.name])
 
 
-def body_rows(html):
-    tbody = re.search(r"<tbody id=\"connected-registry-rows\".*?</tbody>", html, re.S).group(0)
+def body_rows(html, tbody_id="connected-registry-rows"):
+    tbody = re.search(rf"<tbody( id=\"{tbody_id}\")?[^>]*>.*?</tbody>", html, re.S).group(0)
     return re.findall(r"<tr>(.*?)</tr>", tbody, re.S)
 
 
-def row_names(html):
-    return [re.search(r">(\w+)</a></th>", row).group(1) for row in body_rows(html)]
+def row_names(html, tbody_id="connected-registry-rows"):
+    return [m.group(1) for row in body_rows(html, tbody_id) if (m := re.search(r">(\w+)</a></th>", row))]
 
 
-# --- login -------------------------------------------------------------------
+# --- login and roles -----------------------------------------------------------
 
 @pytest.mark.parametrize("name,args", [
     ("home", []),
+    ("status", []),
     ("connected_registry_list", ["myacrregistry"]),
     ("connected_registry_detail", ["myacrregistry", "zroot"]),
+    ("connected_registry_create", ["myacrregistry"]),
 ])
 def test_pages_require_login(client, tree, name, args):
-    url = reverse(name, args=args)
-    response = client.get(url)
+    response = client.get(reverse(name, args=args))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login") + "?next=")
 
@@ -100,14 +104,14 @@ def test_htmx_poll_after_logout_sends_the_page_to_login(client, registry):
     assert response["HX-Redirect"].startswith(reverse("login"))
 
 
-def test_login_then_logout(client, user, registry):
+def test_login_then_logout(client, viewer, registry):
     page = client.get(reverse("login"))
     assert page.status_code == 200 and b'name="password"' in page.content
 
-    bad = client.post(reverse("login"), {"username": "operator", "password": "wrong"})
+    bad = client.post(reverse("login"), {"username": "teamviewer", "password": "wrong"})
     assert bad.status_code == 200 and b"role=\"alert\"" in bad.content
 
-    response = client.post(reverse("login"), {"username": "operator", "password": "s3cret-pass"})
+    response = client.post(reverse("login"), {"username": "teamviewer", "password": "s3cret-pass"})
     assert response.status_code == 302 and response["Location"] == reverse("home")
     assert client.get(reverse("home")).status_code == 200
 
@@ -115,33 +119,49 @@ def test_login_then_logout(client, user, registry):
     assert client.get(reverse("home")).status_code == 302
 
 
-# --- home --------------------------------------------------------------------
+def test_roles(django_user_model, administrator, viewer):
+    from connected.views import is_administrator
 
-def test_home_lists_registries_with_counts(browser, tree):
+    superuser = django_user_model.objects.create_user("root", password="x", is_superuser=True)
+    staff = django_user_model.objects.create_user("support", password="x", is_staff=True)
+    inactive = django_user_model.objects.create_user("gone", password="x", is_superuser=True, is_active=False)
+    assert is_administrator(administrator) and is_administrator(superuser)
+    # Support staff use the Django admin with their model permissions; in the pages they are viewers.
+    assert not is_administrator(viewer) and not is_administrator(staff) and not is_administrator(inactive)
+
+
+def test_header_names_the_role(admin_client, viewer, client, registry):
+    assert "administrator</span>" in admin_client.get(reverse("home")).content.decode()
+    client.force_login(viewer)
+    assert "viewer</span>" in client.get(reverse("home")).content.decode()
+
+
+# --- home ----------------------------------------------------------------------
+
+def test_home_lists_registries_with_counts(viewer_client, tree):
     Registry.objects.create(name="otherregistry", login_server="http://127.0.0.1:5002")
-    html = browser.get(reverse("home")).content.decode()
+    html = viewer_client.get(reverse("home")).content.decode()
     assert 'href="/registries/myacrregistry/connected-registries/"' in html
-    assert "4 connected registries" in html
-    assert "0 connected registries" in html
+    assert "4 connected registries" in html and "0 connected registries" in html
+    assert 'href="/status/"' in html
 
 
-def test_home_empty_state(browser):
-    assert "No registries yet" in browser.get(reverse("home")).content.decode()
+def test_home_empty_state(viewer_client):
+    assert "No registries yet" in viewer_client.get(reverse("home")).content.decode()
 
 
-# --- connected registries list ---------------------------------------------
+# --- connected registries list ---------------------------------------------------
 
-def test_list_shows_tree_order_columns_and_badges(browser, registry, tree):
+def test_list_shows_the_cli_columns_in_tree_order_with_badges(viewer_client, registry, tree):
     SyncRun.objects.create(connected_registry=tree["zroot"], status="failed", queued_at=T0)
     latest = SyncRun.objects.create(connected_registry=tree["zroot"], status="succeeded",
                                     queued_at=T0 + dt.timedelta(minutes=1))
-    response = browser.get(list_url(registry))
+    response = viewer_client.get(list_url(registry))
     assert response.status_code == 200
     html = response.content.decode()
 
-    for column in ("Name", "Mode", "Connection state", "Parent", "Login server", "Last sync (UTC)",
-                   "Sync schedule", "Sync window", "Latest run"):
-        assert f'<th scope="col">{column}</th>' in html
+    headers = re.findall(r'<th scope="col">([^<]+)</th>', html)
+    assert headers == ["Name", "Mode", "Connection state", "Parent", "Login server", "Last sync (UTC)", "Sync state"]
     assert row_names(html) == ["aroot", "zroot", "bchild", "leafone"]
 
     rows = dict(zip(row_names(html), body_rows(html)))
@@ -152,14 +172,12 @@ def test_list_shows_tree_order_columns_and_badges(browser, registry, tree):
     assert "ReadWrite" in rows["zroot"] and "http://10.0.0.1:5000" in rows["zroot"]
     assert "2024-05-06 07:08:09 UTC" in rows["zroot"] and "never" in rows["bchild"]
     assert "<td>myacrregistry</td>" in rows["zroot"] and "<td>zroot</td>" in rows["bchild"]
-    assert "<code>0 2 * * *</code>" in rows["bchild"] and "<td>PT3H</td>" in rows["bchild"]
-    assert "<td>-</td>" in rows["zroot"]
     assert f"/runs/{latest.pk}/" in rows["zroot"] and "run-succeeded" in rows["zroot"]
     assert "no runs" in rows["aroot"]
 
 
-def test_list_htmx_returns_the_rows_partial_only(browser, registry, tree):
-    response = browser.get(list_url(registry), headers={"HX-Request": "true"})
+def test_list_htmx_returns_the_rows_partial_only(viewer_client, registry, tree):
+    response = viewer_client.get(list_url(registry), headers={"HX-Request": "true"})
     html = response.content.decode()
     assert html.lstrip().startswith('<tbody id="connected-registry-rows"')
     assert "<html" not in html and "<thead" not in html
@@ -168,127 +186,148 @@ def test_list_htmx_returns_the_rows_partial_only(browser, registry, tree):
     assert "HX-Request" in response["Vary"]
 
 
-def test_full_list_page_polls_its_rows(browser, registry, tree):
-    html = browser.get(list_url(registry)).content.decode()
+def test_full_list_page_polls_its_rows_and_keeps_the_filters(viewer_client, registry, tree):
+    html = viewer_client.get(list_url(registry)).content.decode()
     assert "<html" in html and "htmx" in html
     assert f'hx-get="{list_url(registry)}" hx-trigger="every 5s"' in html
+    html = viewer_client.get(list_url(registry, mode="ReadOnly")).content.decode()
+    assert f'hx-get="{list_url(registry)}?mode=ReadOnly" hx-trigger="every 5s"' in html
 
 
-def test_list_empty_state_gives_the_create_command(browser, registry):
-    html = browser.get(list_url(registry)).content.decode()
+@pytest.mark.parametrize("query,expected", [
+    ({"mode": "ReadWrite"}, ["zroot"]),
+    ({"mode": "ReadOnly"}, ["aroot", "bchild", "leafone"]),
+    ({"state": "Unhealthy"}, ["bchild"]),
+    ({"state": "Offline"}, ["leafone"]),
+    ({"parent": "-"}, ["aroot", "zroot"]),
+    ({"parent": "zroot"}, ["bchild"]),
+    ({"q": "CHILD"}, ["bchild"]),
+    ({"q": "busybox"}, ["aroot"]),
+    ({"q": "hello", "mode": "ReadOnly"}, ["bchild", "leafone"]),
+])
+def test_list_filters_and_search(viewer_client, registry, tree, query, expected):
+    html = viewer_client.get(list_url(registry, **query), headers={"HX-Request": "true"}).content.decode()
+    assert row_names(html) == expected
+
+
+def test_list_filter_choices(viewer_client, registry, tree):
+    html = viewer_client.get(list_url(registry)).content.decode()
+    for option in ("<option>ReadOnly</option>", "<option>ReadWrite</option>", "<option>Unhealthy</option>",
+                   "<option>zroot</option>", "<option>bchild</option>", "myacrregistry (the registry)"):
+        assert option in html
+    assert "<option>leafone</option>" not in html  # no children: not a parent
+
+
+def test_list_filter_without_match_says_so(viewer_client, registry, tree):
+    html = viewer_client.get(list_url(registry, q="nothingmatches")).content.decode()
+    assert "matches these filters" in html and "Show them all" in html
+
+
+def test_list_empty_state_helps(viewer_client, registry):
+    html = viewer_client.get(list_url(registry)).content.decode()
+    assert "has no connected registries yet" in html
     assert "python manage.py acr connected-registry create --registry myacrregistry" in html
+    assert "Create the first one" not in html
 
 
-def test_unknown_registry_is_404(browser, registry):
-    assert browser.get("/registries/nosuchregistry/connected-registries/").status_code == 404
+def test_list_empty_state_offers_the_form_to_administrators(admin_client, registry):
+    html = admin_client.get(list_url(registry)).content.decode()
+    assert "Create the first one" in html and reverse("connected_registry_create", args=[registry.name]) in html
 
 
-def test_list_query_count_does_not_grow_with_rows(browser):
-    def queries_for(count):
-        registry = Registry.objects.create(name=f"registry{count}", login_server="http://127.0.0.1:5001")
-        parent = None
-        for i in range(count):
-            cr = make_cr(registry, f"conn{i:03d}", parent=parent if i % 2 else None)
-            SyncRun.objects.create(connected_registry=cr, status="succeeded")
-            parent = cr
-        with CaptureQueriesContext(connection) as ctx:
-            response = browser.get(list_url(registry))
-        assert response.status_code == 200 and len(body_rows(response.content.decode())) == count
-        return len(ctx.captured_queries)
-
-    assert queries_for(5) == queries_for(50)
+def test_unknown_registry_is_404(viewer_client, registry):
+    assert viewer_client.get("/registries/nosuchregistry/connected-registries/").status_code == 404
 
 
-# --- detail ---------------------------------------------------------------
+# --- status page ------------------------------------------------------------
 
-def test_detail_shows_overview_repositories_and_runs(browser, tree):
-    cr = tree["zroot"]
-    cr.status_details = [{"type": "Sync", "code": "E42", "description": "parent unreachable",
-                          "timestamp": "2024-05-06T07:00:00Z"}]
-    cr.save()
-    run = SyncRun.objects.create(connected_registry=cr, trigger="manual", status="partial", queued_at=T0,
-                                 started_at=T0, finished_at=T0 + dt.timedelta(seconds=5), tags_copied=3,
-                                 tags_skipped=2, tags_failed=1, bytes_moved=5 * 1024 * 1024, error="one tag failed")
-    for i in range(25):
-        SyncRun.objects.create(connected_registry=cr, status="succeeded", queued_at=T0 - dt.timedelta(hours=i + 1))
-
-    html = browser.get(detail_url(cr)).content.decode()
-    assert "<code>hello-world</code>" in html and "<code>acr/connected-registry</code>" in html
-    assert '<span class="badge state-online">Online</span>' in html
-    assert "parent unreachable" in html and "E42" in html
-    assert "P2D" in html and "Inactive" in html and "(continuous)" in html
-    assert f"/runs/{run.pk}/" in html and "5.0\xa0MB" in html and "one tag failed" in html
-    assert '<span class="badge run-partial">partial</span>' in html
-    assert html.count("/runs/") == 20
-    # Nothing is running: no polling.
-    assert "hx-trigger" not in html
-    assert "Sync now" not in html  # not staff
+def status_rows(html):
+    return dict(zip(row_names(html, ""), body_rows(html, "")))
 
 
-def test_detail_polls_while_a_run_is_active_and_htmx_gets_the_partial(browser, tree):
-    cr = tree["bchild"]
-    SyncRun.objects.create(connected_registry=cr, status="running", started_at=T0)
-    html = browser.get(detail_url(cr)).content.decode()
-    assert 'hx-trigger="every 3s"' in html
+def test_status_page_shows_every_connected_registry(viewer_client, registry, tree):
+    other = Registry.objects.create(name="aaaregistry", login_server="http://127.0.0.1:5009")
+    make_cr(other, "elsewhere", repositories=["x"])
+    now = timezone.now()
+    ConnectedRegistry.objects.filter(pk=tree["zroot"].pk).update(last_sync_at=now - dt.timedelta(hours=3))
+    SyncRun.objects.create(connected_registry=tree["zroot"], status="partial", tags_failed=2)
+    SyncRun.objects.create(connected_registry=tree["aroot"], status="queued")
 
-    partial = browser.get(detail_url(cr), headers={"HX-Request": "true"}).content.decode()
-    assert partial.lstrip().startswith('<div id="connected-registry-live"')
-    assert "<html" not in partial and "Sync now" not in partial
-
-
-def test_detail_of_nested_links_its_parent(browser, tree):
-    html = browser.get(detail_url(tree["leafone"])).content.decode()
-    assert f'href="{detail_url(tree["bchild"])}"' in html
-
-
-# --- sync now ---------------------------------------------------------------
-
-def test_sync_now_is_post_only(staff_browser, tree):
-    url = reverse("connected_registry_sync", args=["myacrregistry", "zroot"])
-    assert staff_browser.get(url).status_code == 405
-
-
-def test_sync_now_forbidden_to_non_staff(browser, tree):
-    url = reverse("connected_registry_sync", args=["myacrregistry", "zroot"])
-    assert browser.post(url).status_code == 403
-    assert not SyncRun.objects.exists()
+    response = viewer_client.get(reverse("status"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert row_names(html, "") == ["elsewhere", "aroot", "zroot", "bchild", "leafone"]
+    rows = status_rows(html)
+    assert '<span class="badge state-online">Online</span>' in rows["zroot"]
+    assert "synced 3\xa0hours ago" in rows["zroot"] and "2 tags failed in the last run" in rows["zroot"]
+    assert "lag-warn" in rows["zroot"]
+    assert "never synced" in rows["aroot"] and "sync pending" in rows["aroot"]
+    assert "continuous" in rows["zroot"]
+    # bchild: "0 2 * * *" with PT3H: a window opens (or is open) at 02:00 UTC.
+    assert re.search(r"(opens|open until) <time datetime=\"\d{4}-\d\d-\d\dT0[25]:00:00Z\">", rows["bchild"])
+    assert 'hx-trigger="every 10s"' in html
 
 
-def test_sync_now_queues_a_manual_run(staff_browser, tree):
-    cr = tree["zroot"]
-    assert "Sync now" in staff_browser.get(detail_url(cr)).content.decode()
-    response = staff_browser.post(reverse("connected_registry_sync", args=["myacrregistry", "zroot"]), follow=True)
-    run = SyncRun.objects.get(connected_registry=cr)
-    assert run.trigger == "manual" and run.status == "queued"
-    assert f"Sync of zroot queued (run {run.pk})" in response.content.decode()
+def test_status_page_shows_no_secret(viewer_client, registry):
+    from connected import credentials
+
+    cr = operations.create_connected_registry(registry, "factory01", ["hello-world"])
+    password = credentials.generate_password(cr.sync_token, 1)["value"]
+    html = viewer_client.get(reverse("status")).content.decode()
+    assert password not in html and "SyncTokenPassword" not in html and "password" not in html.lower()
 
 
-def test_sync_now_shows_why_it_refuses(staff_browser, tree):
-    response = staff_browser.post(reverse("connected_registry_sync", args=["myacrregistry", "aroot"]), follow=True)
-    assert "cannot sync &#x27;aroot&#x27;: it has no login server" in response.content.decode()
-    assert not SyncRun.objects.exists()
+def test_status_page_empty_state(viewer_client):
+    assert "No connected registries yet" in viewer_client.get(reverse("status")).content.decode()
 
 
-# --- run detail -------------------------------------------------------------
-
-def test_run_page_shows_the_ledger(browser, tree):
-    cr = tree["zroot"]
-    run = SyncRun.objects.create(connected_registry=cr, status="partial", queued_at=T0, started_at=T0,
-                                 finished_at=T0 + dt.timedelta(seconds=75))
-    SyncRunTag.objects.create(run=run, repository="hello-world", tag="latest", digest="sha256:" + "a" * 64,
-                              outcome="copied", bytes_moved=2048)
-    SyncRunTag.objects.create(run=run, repository="hello-world", tag="v1", outcome="failed",
-                              reason="manifest unknown")
-    SyncRunTag.objects.create(run=run, repository="acr/connected-registry", tag="1.0", outcome="in_sync")
-
-    html = browser.get(reverse("run_detail", args=["myacrregistry", "zroot", run.pk])).content.decode()
-    assert "Tags (3)" in html
-    assert "sha256:" + "a" * 64 in html and "2.0\xa0KB" in html
-    assert "manifest unknown" in html and "already in sync" in html
-    assert html.index("acr/connected-registry") < html.index("<code>latest</code>")
-    assert "1m 15s" in html and "hx-trigger" not in html
+def test_status_htmx_returns_the_live_partial(viewer_client, tree):
+    html = viewer_client.get(reverse("status"), headers={"HX-Request": "true"}).content.decode()
+    assert html.startswith('<div id="status-live"') and "<html" not in html
 
 
-def test_run_of_another_connected_registry_is_404(browser, tree):
-    run = SyncRun.objects.create(connected_registry=tree["aroot"])
-    assert browser.get(reverse("run_detail", args=["myacrregistry", "zroot", run.pk])).status_code == 404
+# --- constant queries with many rows --------------------------------------------
+
+def populate_many(count: int) -> Registry:
+    """count connected registries, a third of them nested, each with two runs."""
+    registry = Registry.objects.create(name=f"registry{count}", login_server="http://127.0.0.1:5001",
+                                       data_endpoint_enabled=True)
+    rows = []
+    for i in range(count):
+        rows.append(ConnectedRegistry(registry=registry, name=f"conn{i:04d}", repositories=["hello-world"],
+                                      sync_schedule="* * * * *" if i % 2 else f"{i % 60} {i % 24} * * *",
+                                      sync_window=None if i % 2 else "PT2H",
+                                      connection_state=ConnectedRegistry.ConnectionState.values[i % 4],
+                                      last_sync_at=T0 if i % 3 else None))
+    crs = ConnectedRegistry.objects.bulk_create(rows)
+    for i, cr in enumerate(crs):
+        if i % 3 == 2:
+            cr.parent = crs[i - 1]
+    ConnectedRegistry.objects.bulk_update(crs, ["parent"])
+    SyncRun.objects.bulk_create([SyncRun(connected_registry=cr, status=status, tags_failed=i % 2)
+                                 for i, cr in enumerate(crs) for status in ("succeeded", "partial")])
+    return registry
+
+
+@pytest.mark.parametrize("page", ["list", "status"])
+def test_list_and_status_issue_a_constant_number_of_queries(admin_client, django_assert_num_queries, page):
+    """The same number of queries for 5 rows and for 500 (505 on the status page)."""
+    def get(registry, expected_rows, queries=None):
+        url = list_url(registry) if page == "list" else reverse("status")
+        if queries is None:
+            from django.db import connection
+            from django.test.utils import CaptureQueriesContext
+
+            with CaptureQueriesContext(connection) as ctx:
+                response = admin_client.get(url)
+            queries = len(ctx.captured_queries)
+        else:
+            with django_assert_num_queries(queries):
+                response = admin_client.get(url)
+        assert response.status_code == 200
+        names = row_names(response.content.decode(), "connected-registry-rows" if page == "list" else "")
+        assert len(names) == expected_rows
+        return queries
+
+    queries = get(populate_many(5), 5)
+    get(populate_many(500), 500 if page == "list" else 505, queries)

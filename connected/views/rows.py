@@ -1,0 +1,141 @@
+"""Rows of connected registries for the list and status pages: one query for
+any number of rows (latest run and pending run as subqueries), tree order,
+the next sync window and how far behind its parent each one is."""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from django.db.models import Exists, OuterRef, Q, Subquery
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from connected import schedule, validation
+from connected.cli_output import iso_time
+from connected.models import ConnectedRegistry, SyncRun
+
+RUN_STATUS_LABELS = {status.value: status.label.lower() for status in SyncRun.Status}
+ACTIVE_RUN = (SyncRun.Status.QUEUED, SyncRun.Status.RUNNING)
+
+
+def annotated(queryset):
+    """Connected registries with their registry, parent and latest run, in one query."""
+    latest = SyncRun.objects.filter(connected_registry=OuterRef("pk")).order_by("-queued_at", "-pk")
+    return queryset.select_related("registry", "parent").annotate(
+        latest_run_id=Subquery(latest.values("pk")[:1]),
+        latest_run_status=Subquery(latest.values("status")[:1]),
+        latest_run_tags_failed=Subquery(latest.values("tags_failed")[:1]),
+        run_pending=Exists(SyncRun.objects.filter(connected_registry=OuterRef("pk"), status__in=ACTIVE_RUN)),
+    )
+
+
+def filtered(queryset, mode="", state="", parent="", q=""):
+    """The list page's filters: mode, connection state, parent ("-" for the
+    registry itself) and a search in names and repositories."""
+    if mode:
+        queryset = queryset.filter(mode__iexact=mode)
+    if state:
+        queryset = queryset.filter(connection_state__iexact=state)
+    if parent == "-":
+        queryset = queryset.filter(parent__isnull=True)
+    elif parent:
+        queryset = queryset.filter(parent__name__iexact=parent)
+    if q:
+        queryset = queryset.filter(Q(name__icontains=q) | Q(repositories__icontains=q))
+    return queryset
+
+
+def in_tree_order(connected_registries) -> list[ConnectedRegistry]:
+    """Each parent followed by its children (siblings by name), each given a
+    .depth (0 for children of the registry itself, or when the parent is
+    filtered out)."""
+    present = {cr.pk for cr in connected_registries}
+    children = defaultdict(list)
+    for cr in connected_registries:
+        children[cr.parent_id if cr.parent_id in present else None].append(cr)
+    for siblings in children.values():
+        siblings.sort(key=lambda cr: cr.name.lower())
+    ordered, stack = [], [(cr, 0) for cr in reversed(children[None])]
+    while stack:
+        cr, depth = stack.pop()
+        cr.depth = depth
+        ordered.append(cr)
+        stack.extend((child, depth + 1) for child in reversed(children[cr.pk]))
+    return ordered
+
+
+def label_runs(rows) -> None:
+    for cr in rows:
+        cr.latest_run_label = RUN_STATUS_LABELS.get(cr.latest_run_status, "")
+
+
+class WindowCalendar:
+    """Next window of each (schedule, window), computed once per page."""
+
+    def __init__(self, now: dt.datetime):
+        self.now, self._cache = now, {}
+
+    def describe(self, cr: ConnectedRegistry) -> dict:
+        """{"text", "at"}: "continuous", "open until", "opens" with the instant."""
+        key = (cr.sync_schedule, cr.sync_window)
+        if key not in self._cache:
+            self._cache[key] = self._compute(*key)
+        return self._cache[key]
+
+    def _compute(self, cron: str, window: str | None) -> dict:
+        if validation.is_continuous(cron):
+            return {"text": "continuous", "at": None}
+        try:
+            delta = validation.parse_duration(window or validation.DEFAULT_SYNC_WINDOW, "sync_window")
+            current = schedule.window_containing(cron, delta, self.now)
+            if current:
+                return {"text": "open until", "at": current[1]}
+            openings = schedule.next_window_openings(cron, delta, self.now, count=1)
+        except Exception:  # stored before a rule existed: show it, do not fail the page
+            return {"text": "unknown", "at": None}
+        return {"text": "opens", "at": openings[0]} if openings else {"text": "always open", "at": None}
+
+
+def behind(cr: ConnectedRegistry, now: dt.datetime) -> dict:
+    """How far behind its parent: {"level": ok|warn|bad|idle, "text"}. From
+    what exists now: time since the last sync, failed tags of the last run,
+    whether a run is pending (message counts come later)."""
+    parts = []
+    level = "ok"
+    if cr.last_sync_at is None:
+        parts.append("never synced")
+        level = "bad"
+    else:
+        parts.append(f"synced {timesince(cr.last_sync_at, now).split(',')[0]} ago")
+    if cr.latest_run_status == SyncRun.Status.FAILED:
+        parts.append("last run failed")
+        level = "bad"
+    elif cr.latest_run_tags_failed:
+        count = cr.latest_run_tags_failed
+        parts.append(f"{count} tag{'s' if count != 1 else ''} failed in the last run")
+        level = "bad" if level == "bad" else "warn"
+    if cr.run_pending:
+        parts.append("sync pending" if cr.latest_run_status == SyncRun.Status.QUEUED else "syncing")
+        if level == "ok":
+            level = "idle"
+    return {"level": level, "text": "; ".join(parts)}
+
+
+def status_rows(queryset, now: dt.datetime | None = None) -> list[ConnectedRegistry]:
+    """Every row of the status page, grouped by registry, each group in tree
+    order, with .next_window and .behind."""
+    now = now or timezone.now()
+    calendar = WindowCalendar(now)
+    by_registry = defaultdict(list)
+    for cr in annotated(queryset):
+        by_registry[cr.registry.name.lower()].append(cr)
+    rows = []
+    for key in sorted(by_registry):
+        rows += in_tree_order(by_registry[key])
+    for cr in rows:
+        window = calendar.describe(cr)
+        cr.next_window, cr.next_window_at = window["text"], window["at"]
+        cr.next_window_iso = iso_time(window["at"])
+        cr.behind = behind(cr, now)
+    label_runs(rows)
+    return rows
