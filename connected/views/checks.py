@@ -65,9 +65,8 @@ def check(candidate: ConnectedRegistry, fields, window_typed: str | None) -> dic
                 validation.validate_sync_window(window_typed)
             except ValidationError as e:
                 result["errors"] += errors_by_field(e).get("sync_window", [])
-        if "sync_schedule" not in errors:
-            window = candidate.sync_window if "sync_window" not in errors else None
-            result["preview"] = schedule_preview(candidate.sync_schedule, window)
+        if not result["errors"]:
+            result["preview"] = schedule_preview(candidate.sync_schedule, candidate.sync_window)
     if "parent" in fields and candidate.parent_id and not errors.get("parent"):
         result["warnings"] = operations.nesting_warnings(candidate)
     return result
