@@ -32,7 +32,7 @@ def connected_registry_list(request, registry_name):
     filters = filter_values(request)
     queryset = rows.filtered(registry.connected_registries.all(), **filters)
     crs = rows.in_tree_order(list(rows.annotated(queryset)))
-    rows.label_runs(crs)
+    rows.decorate(crs)
     context = {
         "registry": registry, "connected_registries": crs, "filters": filters,
         "filtering": any(filters.values()), "query_string": request.GET.urlencode(),

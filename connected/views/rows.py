@@ -11,7 +11,9 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from connected import schedule, validation
-from connected.cli_output import iso_time
+from django.urls import reverse
+
+from connected.cli_output import iso_time, table_time
 from connected.models import ConnectedRegistry, SyncRun
 
 RUN_STATUS_LABELS = {status.value: status.label.lower() for status in SyncRun.Status}
@@ -64,9 +66,21 @@ def in_tree_order(connected_registries) -> list[ConnectedRegistry]:
     return ordered
 
 
-def label_runs(rows) -> None:
+def decorate(rows) -> None:
+    """What the row templates print, computed once in Python (hundreds of
+    rows: `{% url %}` and date filters per row would dominate the page):
+    links, the latest run's label, last sync as ISO and as UTC text."""
+    prefixes = {}
     for cr in rows:
+        registry_name = cr.registry.name
+        if registry_name not in prefixes:
+            prefixes[registry_name] = reverse("connected_registry_detail", args=[registry_name, "-"])[:-2]
+        cr.detail_url = f"{prefixes[registry_name]}{cr.name}/"
+        cr.latest_run_url = f"{cr.detail_url}runs/{cr.latest_run_id}/" if cr.latest_run_id else ""
         cr.latest_run_label = RUN_STATUS_LABELS.get(cr.latest_run_status, "")
+        cr.last_sync_iso = iso_time(cr.last_sync_at)
+        cr.last_sync_text = table_time(cr.last_sync_at) + " UTC" if cr.last_sync_at else ""
+        cr.state_class = cr.connection_state.lower()
 
 
 class WindowCalendar:
@@ -136,6 +150,7 @@ def status_rows(queryset, now: dt.datetime | None = None) -> list[ConnectedRegis
         window = calendar.describe(cr)
         cr.next_window, cr.next_window_at = window["text"], window["at"]
         cr.next_window_iso = iso_time(window["at"])
+        cr.next_window_text = window["at"].strftime("%Y-%m-%d %H:%M UTC") if window["at"] else ""
         cr.behind = behind(cr, now)
-    label_runs(rows)
+    decorate(rows)
     return rows
