@@ -205,7 +205,7 @@ def create_connected_registry(registry: Registry, name: str, repositories, *, mo
         for ancestor, before in ancestors:
             _save_audited(ancestor, before, actor)
             refresh_sync_scope_map(ancestor)
-        cr.warnings = nesting_warnings(cr)
+        cr.warnings = nesting_warnings(cr) + window_warnings(cr, sync_window)
         if cr.login_server:
             _queue_initial_sync(cr)
     return cr
@@ -250,7 +250,16 @@ def update_connected_registry(cr: ConnectedRegistry, *, sync_schedule: str | Non
         raise
     with transaction.atomic():
         _save_audited(cr, before, actor)
+    cr.warnings = window_warnings(cr, sync_window)
     return cr
+
+
+def window_warnings(cr: ConnectedRegistry, window_given: str | None) -> list[str]:
+    """A window given for a continuous schedule is kept but has no effect: say so."""
+    if window_given and cr.is_continuous():
+        return [f"--sync-window {cr.sync_window} is kept but ignored while the schedule is continuous "
+                f"('{validation.CONTINUOUS_SCHEDULE}'); it applies once --sync-schedule sets a schedule."]
+    return []
 
 
 def change_repositories(cr: ConnectedRegistry, add=(), remove=(), actor: Actor = SYSTEM) -> ConnectedRegistry:

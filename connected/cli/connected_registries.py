@@ -39,6 +39,7 @@ def update(cmd, registry, name, sync_schedule, sync_window, message_ttl, log_lev
                                               message_ttl=message_ttl, log_level=log_level, mode=mode,
                                               actor=cmd.actor, **changes)
     cmd.emit(cli_output.connected_registry_to_dict(cr))
+    base.warn(cmd, cr.warnings)
 
 
 def repo(cmd, registry, name, add, remove, **_):

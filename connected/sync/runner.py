@@ -11,7 +11,7 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from connected.locks import SyncLease
@@ -128,7 +128,6 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
     run holds the lease (the run is then recorded as skipped). A scheduled
     run stops at `deadline`, the end of its window, by `clock`. Returns the
     finished run. Safe to call twice for one run (broker redelivery)."""
-    close_old_connections()
     # Claim the run with one conditional UPDATE: of two deliveries of one
     # message (broker redelivery), exactly one carries it out.
     claimed = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.QUEUED).update(

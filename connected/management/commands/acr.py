@@ -76,6 +76,6 @@ class Command(BaseCommand):
             raise CommandError(f"--query: '{e.args[0]}' is not a property of {what}; use e.g. {examples}.") \
                 from None
         if output == "table" and not isinstance(value, (dict, list)):
-            self.stdout.write("" if value is None else str(value))
+            self.stdout.write("-" if value is None else str(value))
         else:
             self.stdout.write(cli_output.to_json(value))
