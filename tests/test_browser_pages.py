@@ -123,6 +123,7 @@ def test_a_password_is_shown_once(open_as, registry):
     connection_string = page.locator("#new-connection-string").inner_text()
     assert f"SyncTokenPassword={password};" in connection_string
     assert Token.objects.get().verify_password(password) == 1
+    assert "password1" in page.inner_text("#token-passwords")  # the slot list follows, without a value
     page.get_by_role("button", name="Close").click()
     assert page.locator("#new-password").count() == 0 and password not in page.content()
     page.reload()
