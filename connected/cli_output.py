@@ -225,6 +225,40 @@ def human_bytes(count: int) -> str:
     return f"{count} B"
 
 
+RUN_COLUMNS = ["RUN", "TRIGGER", "STATUS", "QUEUED (UTC)", "DURATION", "TAGS", "COPIED", "IN SYNC", "DELETED",
+               "FAILED", "BYTES", "PROGRESS"]
+
+
+def run_to_dict(run: SyncRun, with_ledger: bool = False) -> dict:
+    """A run as JSON: counters, progress (readable while it runs) and, on request, its ledger."""
+    fraction = run.progress_fraction()
+    eta = run.eta()
+    data = {
+        "id": run.pk, "trigger": run.trigger, "status": run.status, "queuedAt": iso_time(run.queued_at),
+        "startedAt": iso_time(run.started_at), "finishedAt": iso_time(run.finished_at),
+        "tags": {"planned": run.tags_planned, "done": run.tags_done, "copied": run.tags_copied,
+                 "inSync": run.tags_skipped, "deleted": run.tags_deleted, "failed": run.tags_failed},
+        "bytes": {"planned": run.bytes_planned, "moved": run.bytes_moved},
+        "progress": None if fraction is None else round(fraction, 4),
+        "etaSeconds": None if eta is None else int(eta.total_seconds()),
+        "error": run.error or None,
+    }
+    if with_ledger:
+        data["ledger"] = [{"repository": t.repository, "tag": t.tag, "outcome": t.outcome, "digest": t.digest or None,
+                           "bytes": t.bytes_moved, "reason": t.reason or None} for t in run.tags.all()]
+    return data
+
+
+def run_row(run: SyncRun) -> list:
+    duration = run.duration()
+    fraction = run.progress_fraction()
+    return [run.pk, run.trigger, run.status, table_time(run.queued_at),
+            "-" if duration is None else f"{duration.total_seconds():.1f} s",
+            f"{run.tags_done}/{run.tags_planned}", run.tags_copied, run.tags_skipped, run.tags_deleted,
+            run.tags_failed, f"{human_bytes(run.bytes_moved)}/{human_bytes(run.bytes_planned)}",
+            "-" if fraction is None else f"{fraction:.0%}"]
+
+
 def run_outcome(run: SyncRun) -> str:
     """What a finished (or still unfinished) run did, a few lines for people."""
     duration = run.duration()

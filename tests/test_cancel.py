@@ -93,3 +93,30 @@ def test_cancel_from_the_cli(cr):
     call_command("acr", "connected-registry", "cancel", "--registry", "myacrregistry", "--name", "factory01",
                  stdout=out, stderr=io.StringIO())
     assert f"sync run {run.pk} of 'factory01' cancelled before it started" in out.getvalue()
+
+
+def test_runs_are_listed_with_progress_and_a_run_with_its_ledger(cr):
+    import json
+
+    done = SyncRun.objects.create(connected_registry=cr, status="succeeded", tags_planned=2, tags_done=2,
+                                  tags_copied=1, tags_skipped=1, bytes_planned=2048, bytes_moved=2048)
+    done.tags.create(repository="big/app", tag="v1", digest="sha256:" + "a" * 64, outcome="copied", bytes_moved=2048)
+    SyncRun.objects.create(connected_registry=cr, status="running", tags_planned=4, tags_done=1,
+                           bytes_planned=4096, bytes_moved=1024)
+
+    def acr(*args):
+        out = io.StringIO()
+        call_command("acr", "connected-registry", "runs", "--registry", "myacrregistry", "--name", "factory01",
+                     *args, stdout=out, stderr=io.StringIO())
+        return out.getvalue()
+
+    listed = json.loads(acr())
+    assert [r["status"] for r in listed] == ["running", "succeeded"]
+    assert listed[0]["progress"] == 0.25 and listed[0]["bytes"] == {"planned": 4096, "moved": 1024}
+    table = acr("--output", "table")
+    assert table.splitlines()[0].split()[:3] == ["RUN", "TRIGGER", "STATUS"] and "25%" in table
+    one = json.loads(acr("--run", str(done.pk)))
+    assert one["ledger"] == [{"repository": "big/app", "tag": "v1", "outcome": "copied",
+                              "digest": "sha256:" + "a" * 64, "bytes": 2048, "reason": None}]
+    with pytest.raises(CommandError, match="--run: run 99999 is not a run of 'factory01'"):
+        acr("--run", "99999")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .base import AcrParser, parse_bool, positive_seconds
+from .base import AcrParser, parse_bool, positive_count, positive_seconds
 
 CR = "python manage.py acr connected-registry"
 EXAMPLES = {
@@ -26,6 +26,7 @@ EXAMPLES = {
     "cr_delete": f"{CR} delete --registry myacrregistry --name myconnectedregistry --yes",
     "cr_resync": f"{CR} resync --registry myacrregistry --name myconnectedregistry --wait",
     "cr_cancel": f"{CR} cancel --registry myacrregistry --name myconnectedregistry --wait",
+    "cr_runs": f"{CR} runs --registry myacrregistry --name myconnectedregistry --output table",
     "token_show": "python manage.py acr token show --registry myacrregistry --name myconnectedregistry-sync-token "
                   "--query scopeMapId",
     "token_update": "python manage.py acr token update --registry myacrregistry "
@@ -135,6 +136,11 @@ def add_arguments(parser) -> None:
 
     cr_cancel = cr_command("cancel", "Cancel the queued or running sync of a connected registry.")
     cr_cancel.add_argument("--wait", action="store_true", help="Wait until the run has stopped.")
+
+    cr_runs = cr_command("runs", "List recent sync runs with their progress, or one run with its per-tag ledger.")
+    cr_runs.add_argument("--run", type=positive_count, metavar="ID", help="Show this run and its ledger.")
+    cr_runs.add_argument("--top", type=positive_count, default=10, metavar="N", help="How many recent runs (default 10).")
+    output_flag(cr_runs)
 
     # --- tokens and scope maps -----------------------------------------------------------
     tokens = group(commands, "token", "Manage tokens (sync tokens of connected registries).")

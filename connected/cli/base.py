@@ -55,6 +55,12 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
+
+
 def user_error(error: ValidationError) -> CommandError:
     """One line for a ValidationError: the first field in flag order, and its
     last message, which is the product's rule (the model's clean() runs after

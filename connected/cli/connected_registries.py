@@ -132,6 +132,22 @@ def cancel(cmd, registry, name, wait, **_):
         cmd.stdout.write(cli_output.run_outcome(run))
 
 
+def runs(cmd, registry, name, run, top, output, **_):
+    cr = base.connected_registry(registry, name)
+    if run is not None:
+        found = cr.runs.filter(pk=run).first()
+        if found is None:
+            raise CommandError(f"--run: run {run} is not a run of '{cr.name}'.")
+        data = cli_output.run_to_dict(found, with_ledger=True)
+        rows = [[t["repository"], t["tag"], t["outcome"], t["digest"] or "-", t["bytes"], t["reason"] or ""]
+                for t in data["ledger"]]
+        cmd.emit(data, output, ["REPOSITORY", "TAG", "OUTCOME", "DIGEST", "BYTES", "REASON"], rows)
+        return
+    recent = list(cr.runs.order_by("-queued_at", "-pk")[:top])
+    cmd.emit([cli_output.run_to_dict(r) for r in recent], output, cli_output.RUN_COLUMNS,
+             [cli_output.run_row(r) for r in recent])
+
+
 def _wait(cmd, run, timeout):
     """Wait for run to end, printing its outcome; a hint if no worker takes it."""
     def stuck(run):
@@ -147,4 +163,4 @@ def _wait(cmd, run, timeout):
 
 HANDLERS = {"cr_create": create, "cr_update": update, "cr_repo": repo, "cr_show": show, "cr_list": list_,
             "cr_get_settings": get_settings, "cr_activate": activate, "cr_deactivate": deactivate,
-            "cr_delete": delete, "cr_resync": resync, "cr_cancel": cancel}
+            "cr_delete": delete, "cr_resync": resync, "cr_cancel": cancel, "cr_runs": runs}
