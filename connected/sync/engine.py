@@ -85,7 +85,7 @@ class SyncObserver:
 
 
 @dataclass
-class _Copy:
+class TagCopy:
     """A tag whose digest differs on the child, with what it references."""
     repo: str
     tag: str
@@ -126,25 +126,25 @@ class RepositorySync:
         result = SyncResult()
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="sync") as pool:
             self._pool = pool
-            listings = self._map(lambda repo: self._list(repo, result), repositories)
+            listings = self._map(lambda repo: self.list_both(repo, result), repositories)
             child_tags = {repo: set(listed or ()) for repo, (_, listed) in zip(repositories, listings)}
-            compared = self._map(lambda rt: self._guard(rt, lambda r, t: self._compare(r, t, child_tags[r])), [
+            compared = self._map(lambda rt: self.guard(rt, lambda r, t: self._compare(r, t, child_tags[r])), [
                 (repo, tag) for repo, (parent_tags, _) in zip(repositories, listings) for tag in parent_tags])
-            copies = [c for c in compared if isinstance(c, _Copy)]
+            copies = [c for c in compared if isinstance(c, TagCopy)]
             done = [c for c in compared if isinstance(c, TagResult)]
             deletes = [(repo, tag) for repo, (parent_tags, child_tags) in zip(repositories, listings)
                        for tag in self._deletable(repo, parent_tags, child_tags)]
-            planned = self._map(lambda c: self._guard((c.repo, c.tag), lambda r, t: self._plan(c)), copies)
-            copies = [c for c in planned if isinstance(c, _Copy)]
+            planned = self._map(lambda c: self.guard((c.repo, c.tag), lambda r, t: self.plan(c)), copies)
+            copies = [c for c in planned if isinstance(c, TagCopy)]
             done += [p for p in planned if isinstance(p, TagResult)]
-            result.bytes_planned = self._bytes_missing(copies)
+            result.bytes_planned = self.bytes_missing(copies)
             self.observer.planned(len(done) + len(copies) + len(deletes), result.bytes_planned)
             for tag_result in done:
                 self._finish(result, tag_result)
-            for tag_result in self._as_done(lambda c: self._guard((c.repo, c.tag), lambda r, t: self._copy(c)),
+            for tag_result in self._as_done(lambda c: self.guard((c.repo, c.tag), lambda r, t: self.copy(c)),
                                             copies):
                 self._finish(result, tag_result)
-            for tag_result in self._as_done(lambda rt: self._guard(rt, self._delete), deletes):
+            for tag_result in self._as_done(lambda rt: self.guard(rt, self.delete), deletes):
                 self._finish(result, tag_result)
             if self.purge_unlisted and not self.observer.stop_reason():
                 self._purge_unlisted(repositories, result)
@@ -167,7 +167,7 @@ class RepositorySync:
             result.tags.append(tag_result)
             self.observer.tag_finished(tag_result)
 
-    def _guard(self, repo_tag: tuple[str, str], step: Callable) -> object:
+    def guard(self, repo_tag: tuple[str, str], step: Callable) -> object:
         """step(repo, tag) with failures turned into a failed TagResult; None
         when the run was stopped before or during it."""
         repo, tag = repo_tag
@@ -185,7 +185,7 @@ class RepositorySync:
 
     # --- 1. compare -------------------------------------------------------------
 
-    def _list(self, repo: str, result: SyncResult) -> tuple[list[str], list[str] | None]:
+    def list_both(self, repo: str, result: SyncResult) -> tuple[list[str], list[str] | None]:
         """(parent tags, child tags). A failed parent listing is an error and
         yields no tags; a failed child listing yields None (nothing deleted)."""
         try:
@@ -205,16 +205,16 @@ class RepositorySync:
             child_tags = None
         return parent_tags, child_tags
 
-    def _compare(self, repo: str, tag: str, child_tags: set[str]) -> TagResult | _Copy:
+    def _compare(self, repo: str, tag: str, child_tags: set[str]) -> TagResult | TagCopy:
         digest = self.source.head_manifest(repo, tag)
         if digest is None:
             return TagResult(repo, tag, "failed", reason="the tag disappeared from the parent during the sync")
         if tag not in child_tags:
-            return _Copy(repo, tag, digest)
+            return TagCopy(repo, tag, digest)
         child_digest = self.known_child_digests.get((repo, tag)) or self.dest.head_manifest(repo, tag)
         if child_digest == digest:
             return TagResult(repo, tag, "in_sync", digest=digest)
-        return _Copy(repo, tag, digest)
+        return TagCopy(repo, tag, digest)
 
     def _deletable(self, repo: str, parent_tags: list[str], child_tags: list[str] | None) -> list[str]:
         # An empty or failed listing of the parent never deletes anything.
@@ -227,7 +227,7 @@ class RepositorySync:
 
     # --- 2. plan ----------------------------------------------------------------
 
-    def _plan(self, copy: _Copy) -> _Copy:
+    def plan(self, copy: TagCopy) -> TagCopy:
         """Read the manifests copy references (an index's children first) and
         note which of its blobs the child lacks."""
         def walk(manifest: Manifest) -> None:
@@ -248,7 +248,7 @@ class RepositorySync:
                     (self._present if present else self._missing).add(key)
         return copy
 
-    def _bytes_missing(self, copies: list[_Copy]) -> int:
+    def bytes_missing(self, copies: list[TagCopy]) -> int:
         """Bytes the copies will transfer: each missing blob once, however
         many repositories and tags share it."""
         sizes = {b.digest: b.size for c in copies for b in c.blobs if (c.repo, b.digest) in self._missing}
@@ -256,7 +256,7 @@ class RepositorySync:
 
     # --- 3. copy ----------------------------------------------------------------
 
-    def _copy(self, copy: _Copy) -> TagResult:
+    def copy(self, copy: TagCopy) -> TagResult:
         before = self._moved_by_thread()
         for blob in copy.blobs:
             self._check_stop()
@@ -274,7 +274,7 @@ class RepositorySync:
             return TagResult(copy.repo, copy.tag, "failed", copy.digest, moved, f"verification failed: {problem}")
         return TagResult(copy.repo, copy.tag, "copied", copy.digest, moved)
 
-    def _verify(self, copy: _Copy) -> str | None:
+    def _verify(self, copy: TagCopy) -> str | None:
         """Check on the child that the tag, its manifests and blobs are all there."""
         if self.dest.head_manifest(copy.repo, copy.tag) != copy.digest:
             return f"the child's tag does not point at {copy.digest}"
@@ -331,7 +331,7 @@ class RepositorySync:
 
     # --- 4. delete --------------------------------------------------------------
 
-    def _delete(self, repo: str, tag: str) -> TagResult:
+    def delete(self, repo: str, tag: str) -> TagResult:
         digest = self.dest.head_manifest(repo, tag) or ""
         if digest:
             delete_tag(self.dest, repo, tag)
