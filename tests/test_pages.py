@@ -171,7 +171,7 @@ def test_list_shows_the_cli_columns_in_tree_order_with_badges(viewer_client, reg
     assert '<span class="badge state-offline">Offline</span>' in rows["leafone"]
     assert "ReadWrite" in rows["zroot"] and "http://10.0.0.1:5000" in rows["zroot"]
     assert "2024-05-06 07:08:09 UTC" in rows["zroot"] and "never" in rows["bchild"]
-    assert "<td>myacrregistry</td>" in rows["zroot"] and "<td>zroot</td>" in rows["bchild"]
+    assert '<td data-label="Parent">myacrregistry</td>' in rows["zroot"] and '<td data-label="Parent">zroot</td>' in rows["bchild"]
     assert f"/runs/{latest.pk}/" in rows["zroot"] and "run-succeeded" in rows["zroot"]
     assert "no runs" in rows["aroot"]
 
