@@ -86,8 +86,11 @@ class ScopeMap(models.Model):
 
 
 class Token(models.Model):
-    """A token of a registry. A sync token belongs to one connected registry;
-    a client token (none yet) has connected_registry None."""
+    """A token of a registry. A sync token belongs to one connected registry
+    (connected_registry); a client token has connected_registry None and may
+    be attached to connected registries (client_of), whose token service then
+    accepts it. Every token is accepted by its registry's own service, with
+    its scope map (see connected.tokenservice)."""
 
     class Status(models.TextChoices):
         ENABLED = "enabled"
@@ -105,6 +108,17 @@ class Token(models.Model):
     password2_hash = models.CharField(max_length=256, blank=True, default="", editable=False)
     password2_created_at = models.DateTimeField(null=True, blank=True, editable=False)
     password2_expires_at = models.DateTimeField(null=True, blank=True)
+    client_of = models.ManyToManyField("connected.ConnectedRegistry", blank=True, related_name="client_tokens",
+                                       help_text="Connected registries whose clients may use this token")
+    # The sync engine presents the sync token's newest password to the token
+    # service; its copy is Fernet-encrypted (connected.tokenservice.sealed),
+    # never in clear here or in a log.
+    worker_password_sealed = models.TextField(blank=True, default="", editable=False)
+    worker_password_slot = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    # Failed logins at the token service within the current window (the
+    # slow-down: connected.tokenservice.authenticate).
+    login_failures = models.PositiveIntegerField(default=0, editable=False)
+    login_failures_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -138,6 +152,20 @@ class Token(models.Model):
         setattr(self, f"password{slot}_hash", make_password(clear))
         setattr(self, f"password{slot}_created_at", now or timezone.now())
         setattr(self, f"password{slot}_expires_at", expires_at)
+
+    def is_sync_token(self) -> bool:
+        return self.connected_registry_id is not None
+
+    def matching_slot(self, clear: str, now: dt.datetime | None = None) -> tuple[int | None, bool]:
+        """(the slot whose password is clear, whether it has expired); (None,
+        False) when no slot matches. check_password compares in constant time."""
+        now = now or timezone.now()
+        for slot in validation.PASSWORD_SLOTS:
+            stored = getattr(self, f"password{slot}_hash")
+            if stored and check_password(clear, stored):
+                expires = getattr(self, f"password{slot}_expires_at")
+                return slot, expires is not None and expires <= now
+        return None, False
 
     def verify_password(self, clear: str, now: dt.datetime | None = None) -> int | None:
         """The slot (1 or 2) whose unexpired password is clear, else None."""

@@ -90,7 +90,7 @@ def connected_registry_to_dict(cr: ConnectedRegistry) -> dict:
         "loginServer": cr.login_server or None,
         "logging": {"logLevel": cr.log_level},
         "statusDetails": cr.current_status_details(),
-        "clientTokenIds": [],
+        "clientTokenIds": [token_id(cr.registry, t.name) for t in cr.client_tokens.order_by("name")],
         "repositories": list(cr.repositories or []),
         "provisioningState": "Succeeded",
     }

@@ -16,6 +16,7 @@ from . import validation
 from .audit import SYSTEM, Actor, record
 from .models import SYNC_TOKEN_DISABLED, ConnectedRegistry, Registry, ScopeMap, Token, sync_token_disabled_detail
 from .operations import NotFound, stop_runs
+from .tokenservice import sealed
 
 PASSWORD_PLACEHOLDER = "<use --generate-password to generate a new password>"
 PASSWORD_BYTES = 24  # 32 URL-safe characters: no ';' or '=' to break a connection string
@@ -73,9 +74,13 @@ def delete_token(token: Token, actor: Actor = SYSTEM) -> None:
     blocker = token.deletion_blocker()
     if blocker:
         validation.fail("name", blocker)
+    from .client_tokens import delete_client_token_leftovers
+
     with transaction.atomic():
+        attached = list(token.client_of.all())
         token.delete()
         record(actor, "token.delete", "token", token.name, token.registry.name)
+        delete_client_token_leftovers(token, attached, actor)
 
 
 def generate_password(token: Token, slot, expiration_in_days=None, actor: Actor = SYSTEM,
@@ -91,6 +96,11 @@ def generate_password(token: Token, slot, expiration_in_days=None, actor: Actor 
     clear = secrets.token_urlsafe(PASSWORD_BYTES)
     with transaction.atomic():
         token.set_password(slot, clear, expires_at, now)
+        if token.is_sync_token():
+            # The newest password is the one the deployed instance was just
+            # given: the sync engine presents it too (encrypted at rest).
+            token.worker_password_sealed = sealed.seal(clear)
+            token.worker_password_slot = slot
         token.save()
         record(actor, "token.generatePassword", "token", token.name, token.registry.name,
                {"slot": [None, f"password{slot}"],

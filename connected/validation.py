@@ -239,3 +239,50 @@ def validate_parent_protocol(protocol: str, parent_is_registry: bool, field: str
         fail(field, "the parent is the top-level registry, which is reached over https only; "
                     "http is allowed only when the parent is a connected registry.")
     return value
+
+
+# --- client tokens ------------------------------------------------------------
+
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{4,49}$")
+REPOSITORY_ACTIONS = ("content/read", "content/write", "content/delete", "metadata/read", "metadata/write")
+MAX_CLIENT_TOKENS = 50
+
+
+def validate_token_name(name: str, field: str = "name") -> str:
+    """A token name: 5 to 50 letters, digits and '-', starting with a letter or digit."""
+    if not isinstance(name, str) or not TOKEN_NAME_RE.match(name):
+        fail(field, f"'{name}' is not a valid token name: use 5 to 50 letters, digits and '-', "
+                    "starting with a letter or digit.")
+    return name
+
+
+def repository_permission_actions(entries, field: str = "repository") -> list[str]:
+    """[[REPO, ACTION, ...], ...] (the --repository flags) as scope-map
+    actions, e.g. repositories/hello-world/content/read. Each repository once,
+    with at least one of the actions az knows."""
+    actions, seen = [], []
+    for entry in entries or []:
+        repo, *wanted = list(entry)
+        repo = normalize_repository(repo, field)
+        if repo in seen:
+            fail(field, f"repository '{repo}' is given more than once.")
+        seen.append(repo)
+        if not wanted:
+            fail(field, f"give '{repo}' at least one action: {', '.join(REPOSITORY_ACTIONS)}.")
+        for action in wanted:
+            if action.lower() not in REPOSITORY_ACTIONS:
+                fail(field, f"'{action}' is not a repository action: use {', '.join(REPOSITORY_ACTIONS)}.")
+            if f"repositories/{repo}/{action.lower()}" not in actions:
+                actions.append(f"repositories/{repo}/{action.lower()}")
+    if not actions:
+        fail(field, "give at least one repository with its actions, or an existing scope map (--scope-map).")
+    if len(seen) > MAX_REPOSITORIES_PER_SCOPE_MAP:
+        fail(field, f"{len(seen)} repositories exceed the limit of {MAX_REPOSITORIES_PER_SCOPE_MAP} per scope map.")
+    return actions
+
+
+def validate_client_token_count(count: int, connected_registry_name: str, limit: int = MAX_CLIENT_TOKENS,
+                                field: str = "add_client_tokens") -> None:
+    if count > limit:
+        fail(field, f"'{connected_registry_name}' would have {count} client tokens, more than the limit of "
+                    f"{limit} per connected registry.")

@@ -177,6 +177,21 @@ PORTAL = {
     "RUNS_KEPT_PER_REGISTRY": int(os.environ.get("PORTAL_RUNS_KEPT", "50")),
     "MAX_CONNECTED_REGISTRIES": int(os.environ.get("PORTAL_MAX_CONNECTED_REGISTRIES", "50")),
     "REGISTRY_TIMEOUT_SECONDS": float(os.environ.get("PORTAL_REGISTRY_TIMEOUT", "30")),
+    # --- the token service (connected.tokenservice) ---
+    # The portal's address as registries and their clients reach it: the
+    # realm of every `auth: token` block is PUBLIC_URL + /token/.
+    "PUBLIC_URL": os.environ.get("PORTAL_URL", "http://127.0.0.1:8000").rstrip("/"),
+    # The `iss` of every token, and the `issuer` registries are configured with.
+    "TOKEN_ISSUER": os.environ.get("PORTAL_TOKEN_ISSUER", "registry-portal"),
+    "TOKEN_LIFETIME_SECONDS": int(os.environ.get("PORTAL_TOKEN_LIFETIME", "300")),
+    # The signing key and its certificate (created on first use, mode 600)
+    # and the key that encrypts the worker's copy of sync-token passwords.
+    "TOKEN_SERVICE_DIR": os.environ.get("PORTAL_TOKEN_SERVICE_DIR", str(DATA_DIR / "token-service")),
+    # Per token: after this many failed logins within the window, further
+    # attempts are answered 429 until the window ends.
+    "TOKEN_FAILURE_LIMIT": int(os.environ.get("PORTAL_TOKEN_FAILURE_LIMIT", "5")),
+    "TOKEN_FAILURE_WINDOW_SECONDS": float(os.environ.get("PORTAL_TOKEN_FAILURE_WINDOW", "60")),
+    "MAX_CLIENT_TOKENS": int(os.environ.get("PORTAL_MAX_CLIENT_TOKENS", "50")),
 }
 
 LOGGING = {

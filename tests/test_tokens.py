@@ -248,7 +248,8 @@ def test_cli_and_web_actors_are_recorded(cr, client, django_user_model):
         ("connectedRegistry", "myconnectedregistry", "myacrregistry")
 
     ConnectedRegistry.objects.filter(pk=cr.pk).update(login_server="http://127.0.0.1:5002")
-    client.force_login(django_user_model.objects.create_user("opsadmin", password="x", is_staff=True))
+    client.force_login(django_user_model.objects.create_user("opsadmin", password="x", is_staff=True,
+                                                        is_superuser=True))  # an administrator
     client.post(reverse("connected_registry_sync", args=["myacrregistry", "myconnectedregistry"]))
     event = AuditEvent.objects.filter(action="connectedRegistry.resync").get()
     assert (event.actor, event.source) == ("opsadmin", "web")

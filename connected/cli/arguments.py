@@ -14,7 +14,7 @@ EXAMPLES = {
     "cr_create": f'{CR} create --registry myacrregistry --name myconnectedregistry '
                  '--repository "hello-world" "acr/connected-registry"',
     "cr_update": f'{CR} update --registry myacrregistry --name myconnectedregistry '
-                 '--sync-schedule "0 12 * * *" --sync-window PT4H',
+                 '--sync-schedule "0 12 * * *" --sync-window PT4H --add-client-tokens mytoken',
     "cr_repo": f'{CR} repo --registry myacrregistry --name myconnectedregistry --add "new-repo" --remove "old-repo"',
     "cr_show": f"{CR} show --registry myacrregistry --name myconnectedregistry --output table",
     "cr_list": f"{CR} list --registry myacrregistry --output table",
@@ -29,6 +29,10 @@ EXAMPLES = {
     "cr_runs": f"{CR} runs --registry myacrregistry --name myconnectedregistry --output table",
     "token_show": "python manage.py acr token show --registry myacrregistry --name myconnectedregistry-sync-token "
                   "--query scopeMapId",
+    "token_create": "python manage.py acr token create --registry myacrregistry --name mytoken "
+                    "--repository hello-world content/read metadata/read",
+    "token_service_export": "python manage.py acr token-service export --registry myacrregistry "
+                            "--connected-registry myconnectedregistry --output-dir ./registry-auth",
     "token_update": "python manage.py acr token update --registry myacrregistry "
                     "--name myconnectedregistry-sync-token --status disabled",
     "token_credential_generate": "python manage.py acr token credential generate --registry myacrregistry "
@@ -97,6 +101,11 @@ def add_arguments(parser) -> None:
     # Fixed after creation: accepted only so the rule, not argparse, answers.
     cr_update.add_argument("--mode", "-m", help=argparse.SUPPRESS)
     cr_update.add_argument("--parent", "-p", help=argparse.SUPPRESS)
+    cr_update.add_argument("--add-client-tokens", nargs="+", action="extend", default=[], metavar="TOKEN",
+                           help="Client tokens local clients may use against this connected registry "
+                                "(at most 50).")
+    cr_update.add_argument("--remove-client-tokens", nargs="+", action="extend", default=[], metavar="TOKEN",
+                           help="Client tokens to detach.")
 
     cr_repo = cr_command("repo", "Add or remove repositories; the sync scope maps follow.")
     cr_repo.add_argument("--add", nargs="+", action="extend", default=[], metavar="REPO",
@@ -122,6 +131,16 @@ def add_arguments(parser) -> None:
     settings.add_argument("--generate-password", metavar="1|2",
                           help="Generate a new password for this slot of the sync token (the other keeps "
                                "working); it is shown once.")
+    settings.add_argument("--registry-config", metavar="DIR",
+                          help="Also write a complete distribution config (storage, token auth toward the "
+                               "portal, notifications) and the token certificate bundle into DIR: then "
+                               "`docker-registry serve DIR/config.yml` starts the connected registry.")
+    settings.add_argument("--storage-dir", metavar="PATH", help="With --registry-config: storage root "
+                                                                "(default DIR/storage).")
+    settings.add_argument("--http-addr", metavar="[HOST]:PORT", help="With --registry-config: listen address "
+                                                                      "(default: the login server's port, or :5000).")
+    settings.add_argument("--portal-url", metavar="URL", help="The portal as the registry reaches it "
+                                                               "(default PORTAL_URL).")
     yes_flag(settings)
 
     activate = cr_command("activate", "Bind a deployed instance (it must answer as a registry).")
@@ -143,8 +162,19 @@ def add_arguments(parser) -> None:
     output_flag(cr_runs)
 
     # --- tokens and scope maps -----------------------------------------------------------
-    tokens = group(commands, "token", "Manage tokens (sync tokens of connected registries).")
+    tokens = group(commands, "token", "Manage tokens (client tokens, and sync tokens of connected registries).")
     token_name = "Name of the token."
+    token_create = command(tokens, "create", "Create a client token; its passwords are shown once.",
+                           "token_create", True, token_name)
+    token_create.add_argument("--repository", nargs="+", action="append", dest="repositories", default=[],
+                              metavar=("REPO", "ACTION"),
+                              help="A repository and its actions (content/read, content/write, content/delete, "
+                                   "metadata/read, metadata/write); repeat per repository. Makes the scope map "
+                                   "<name>-scope-map.")
+    token_create.add_argument("--scope-map", metavar="NAME", help="Use an existing scope map instead.")
+    token_create.add_argument("--status", default="enabled", metavar="enabled|disabled", help="Default enabled.")
+    token_create.add_argument("--no-passwords", action="store_true", help="Generate no password now.")
+    token_create.add_argument("--expiration-in-days", metavar="DAYS", help="Days until the passwords expire.")
     token_show = command(tokens, "show", "Show a token (never its passwords).", "token_show", True, token_name)
     token_show.add_argument("--query", help="A property to print, e.g. scopeMapId, status.")
     output_flag(command(tokens, "list", "List the tokens of a registry.", "token_list", True))
@@ -160,6 +190,15 @@ def add_arguments(parser) -> None:
     slot.add_argument("--password1", dest="slot", action="store_const", const=1, help="Generate password1.")
     slot.add_argument("--password2", dest="slot", action="store_const", const=2, help="Generate password2.")
     generate.add_argument("--expiration-in-days", metavar="DAYS", help="Days until the password expires.")
+
+    service = group(commands, "token-service", "The portal as token service of the registries.")
+    export = command(service, "export", "Write the token certificate bundle and a ready `auth: token` block "
+                                        "for a registry's config.", "token_service_export")
+    export.add_argument("--registry", "-r", help="The registry (its service); without it only the bundle.")
+    export.add_argument("--connected-registry", metavar="NAME",
+                        help="A connected registry of --registry (its own service).")
+    export.add_argument("--output-dir", required=True, metavar="DIR", help="Where to write the files.")
+    export.add_argument("--portal-url", metavar="URL", help="The portal as registries reach it (default PORTAL_URL).")
 
     scope_maps = group(commands, "scope-map", "Show scope maps.")
     output_flag(command(scope_maps, "show", "Show a scope map and its actions.", "scope_map_show", True,

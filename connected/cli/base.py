@@ -19,6 +19,8 @@ FIELD_FLAGS = {
     "message_ttl": "--sync-message-ttl", "log_level": "--log-level", "status": "--status",
     "parent_protocol": "--parent-protocol", "generate_password": "--generate-password",
     "password": "--password1/--password2", "expiration_in_days": "--expiration-in-days",
+    "repository": "--repository", "scope_map": "--scope-map",
+    "add_client_tokens": "--add-client-tokens", "remove_client_tokens": "--remove-client-tokens",
     # queue_sync's reasons concern the connected registry named by --name.
     "sync": "--name",
 }

@@ -3,9 +3,11 @@ get-settings, activate, deactivate, delete, resync, cancel."""
 from __future__ import annotations
 
 from django.core.management.base import CommandError
+from django.db import transaction
 
-from connected import cli_output, credentials, operations, validation
+from connected import cli_output, client_tokens, credentials, operations, validation
 from connected.models import SyncRun
+from connected.tokenservice import registry_config as config_files
 
 from . import base
 
@@ -27,19 +29,33 @@ def create(cmd, registry, name, repositories, mode, parent, login_server, sync_s
     base.warn(cmd, cr.warnings)
 
 
-def update(cmd, registry, name, sync_schedule, sync_window, message_ttl, log_level, mode, parent, **_):
+def update(cmd, registry, name, sync_schedule, sync_window, message_ttl, log_level, mode, parent,
+           add_client_tokens=(), remove_client_tokens=(), **_):
     cr = base.connected_registry(registry, name)
-    if all(v is None for v in (sync_schedule, sync_window, message_ttl, log_level, mode, parent)):
+    properties = (sync_schedule, sync_window, message_ttl, log_level, mode, parent)
+    if all(v is None for v in properties) and not add_client_tokens and not remove_client_tokens:
         raise CommandError("--sync-schedule: say what to change: --sync-schedule, --sync-window, "
-                           "--sync-message-ttl or --log-level.")
+                           "--sync-message-ttl, --log-level, --add-client-tokens or --remove-client-tokens.")
+    cr.warnings = []
+    if add_client_tokens or remove_client_tokens:
+        # Checked first, stored with the properties below only if both pass.
+        with transaction.atomic():
+            client_tokens.change_client_tokens(cr, add_client_tokens, remove_client_tokens, actor=cmd.actor)
+            if any(v is not None for v in properties):
+                cr = _update_properties(cmd, cr, *properties)
+    else:
+        cr = _update_properties(cmd, cr, *properties)
+    cmd.emit(cli_output.connected_registry_to_dict(cr))
+    base.warn(cmd, cr.warnings)
+
+
+def _update_properties(cmd, cr, sync_schedule, sync_window, message_ttl, log_level, mode, parent):
     changes = {}
     if parent is not None:
         changes["parent"] = base.lookup(operations.get_connected_registry, cr.registry, parent, flag="--parent")
-    cr = operations.update_connected_registry(cr, sync_schedule=sync_schedule, sync_window=sync_window,
-                                              message_ttl=message_ttl, log_level=log_level, mode=mode,
-                                              actor=cmd.actor, **changes)
-    cmd.emit(cli_output.connected_registry_to_dict(cr))
-    base.warn(cmd, cr.warnings)
+    return operations.update_connected_registry(cr, sync_schedule=sync_schedule, sync_window=sync_window,
+                                                message_ttl=message_ttl, log_level=log_level, mode=mode,
+                                                actor=cmd.actor, **changes)
 
 
 def repo(cmd, registry, name, add, remove, **_):
@@ -69,13 +85,19 @@ def list_(cmd, registry, parent, no_children, output, **_):
              [cli_output.connected_registry_row(cr, depth, with_schedule=False) for cr, depth in rows])
 
 
-def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, **_):
+def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, registry_config=None,
+                 storage_dir=None, http_addr=None, portal_url=None, **_):
     cr = base.connected_registry(registry, name)
     _, slot = credentials.check_settings_request(cr, parent_protocol, generate_password)
+    if (storage_dir or http_addr) and not registry_config:
+        raise CommandError("--registry-config: --storage-dir and --http-addr apply to the registry config; "
+                           "give --registry-config DIR.")
     if slot is not None:
         base.confirm(cmd, f"A new password{slot} of '{cr.name}-sync-token' replaces the current one, which "
                           "stops working (the other password keeps working).", yes)
     settings = credentials.get_settings(cr, parent_protocol, generate_password, actor=cmd.actor)
+    if registry_config:
+        settings.update(config_files.write_registry_config(cr, registry_config, storage_dir, http_addr, portal_url))
     cmd.emit(settings)
     base.warn(cmd, credentials.settings_warnings(cr))
 

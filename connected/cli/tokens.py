@@ -4,9 +4,35 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from connected import cli_output, credentials
+from connected import cli_output, client_tokens, credentials, operations
+from connected.tokenservice import registry_config
 
 from . import base
+
+
+def create(cmd, registry, name, repositories, scope_map, status, no_passwords, expiration_in_days, **_):
+    token, passwords = client_tokens.create_client_token(
+        base.registry(registry), name, repositories, scope_map, status, passwords=not no_passwords,
+        expiration_in_days=expiration_in_days, actor=cmd.actor)
+    data = cli_output.token_to_dict(token)
+    data["credentials"]["passwords"] = [cli_output.generated_password_to_dict(token, p)["passwords"][0]
+                                        for p in passwords]
+    cmd.emit(data)
+    if passwords:
+        base.warn(cmd, ["the passwords are shown this once; store them safely, they cannot be retrieved again."])
+
+
+def service_export(cmd, registry, connected_registry, output_dir, portal_url, **_):
+    service = None
+    if connected_registry and not registry:
+        raise CommandError("--connected-registry: give its --registry too.")
+    if registry:
+        reg = base.registry(registry)
+        cr = base.lookup(operations.get_connected_registry, reg, connected_registry,
+                         flag="--connected-registry") if connected_registry else None
+        service = registry_config.service_of(reg, cr)
+    result = registry_config.export(output_dir, service, portal_url)
+    cmd.emit(result)
 
 
 def show(cmd, registry, name, query, **_):
@@ -57,6 +83,6 @@ def scope_map_list(cmd, registry, output, **_):
              [[s.name, str(len(s.repositories())), s.description] for s in scope_maps])
 
 
-HANDLERS = {"token_show": show, "token_list": list_, "token_update": update, "token_delete": delete,
+HANDLERS = {"token_create": create, "token_service_export": service_export, "token_show": show, "token_list": list_, "token_update": update, "token_delete": delete,
             "token_credential_generate": credential_generate, "scope_map_show": scope_map_show,
             "scope_map_list": scope_map_list}

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from connected.locks import SyncLease
 from connected.models import ConnectedRegistry, SyncRun, SyncRunTag
-from connected.registry_client import RegistryClient, RegistryError
+from connected.registry_client import AuthError, RegistryClient, RegistryError
 
+from .credentials import explain_refusal, sync_credentials
 from .engine import SyncObserver, SyncResult, TagResult, sync_repositories
 
 log = logging.getLogger(__name__)
@@ -165,16 +166,20 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
         lease.release()
 
 
-def _client(url: str) -> RegistryClient:
-    return RegistryClient(url, timeout=settings.PORTAL["REGISTRY_TIMEOUT_SECONDS"],
+def _client(url: str, cr: ConnectedRegistry) -> RegistryClient:
+    # Both sides are asked as the sync token (answered only to a challenge).
+    username, password = sync_credentials(cr)
+    return RegistryClient(url, username, password, timeout=settings.PORTAL["REGISTRY_TIMEOUT_SECONDS"],
                           max_connections=2 * settings.PORTAL["SYNC_PARALLEL_BLOBS"] + 4)
 
 
 def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress) -> SyncResult:
-    with _client(cr.parent_login_server()) as source, _client(cr.login_server) as dest:
+    with _client(cr.parent_login_server(), cr) as source, _client(cr.login_server, cr) as dest:
         for who, client in (("the parent", source), ("the connected registry", dest)):
             try:
                 client.ping()
+            except AuthError as e:
+                raise RegistryError(f"{who} at {client.base_url} refused the sync: {explain_refusal(cr)}") from e
             except RegistryError as e:
                 raise RegistryError(f"{who} at {client.base_url} cannot be reached: {e}") from e
         read_only = cr.mode == ConnectedRegistry.Mode.READ_ONLY
