@@ -2,18 +2,23 @@
 
     ./scripts/demo            (bootstrap, then: .venv/bin/python -m devtools.demo)
 
-Starts two real registries (parent and connected, Debian's docker-registry),
-the portal (gunicorn), a Celery worker and Celery beat, with their data in
-.var/demo/ (wiped at each start); fills the parent with real images; creates
-the registry and a connected registry with the `acr` command; syncs; shows the
-parent's and the child's manifest digests side by side; pushes a new tag and
-shows it arrive through continuous sync. Ctrl-C or SIGTERM stops everything.
+Starts two real registries (parent and connected, Debian's docker-registry)
+with `auth: token` pointing at the portal, the portal (gunicorn), a Celery
+worker and Celery beat, with their data in .var/demo/ (wiped at each start);
+creates the registry and a client token with the `acr` command and fills the
+parent with real images as that token; creates, configures (get-settings) and
+activates a connected registry, which syncs as its sync token; shows the
+parent's and the child's manifest digests side by side (read with client
+tokens); pushes a new tag and shows it arrive through continuous sync; then
+disables the sync token and shows the registries refuse it and sync stop,
+and enables it again. Ctrl-C or SIGTERM stops everything.
 
 Environment: PORT (default 8000) for the portal; REDIS_URL to use Redis as
 the Celery broker (default: a file broker in .var/demo/portal, no server).
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -23,14 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
+from connected.registry_client import AuthError, NotFound, RegistryClient
+from connected.tokenservice import naming
 from devtools import images
 from devtools.processes import start_registry, stop_process, wait_for_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEMO_DIR = BASE_DIR / ".var" / "demo"
 REGISTRY_NAME = "demoregistry"
+PUSHER = "demopusher"  # a client token that may push to the parent
+READER = "factoryreader"  # a client token of the connected registry, for local clients
 CONNECTED_NAME = "factoryfloor01"
 SYNCED_REPOS = ["hello-world", "app/frontend", "tools/busybox"]
 
@@ -77,6 +84,8 @@ class Demo:
         # The demo has a database of its own (SQLite in its data dir), fresh each run.
         env.pop("DATABASE_URL", None)
         env["PORTAL_DATA_DIR"] = str(self.data_dir)
+        # The realm of the registries' `auth: token` blocks.
+        env["PORTAL_URL"] = f"http://127.0.0.1:{self.port}"
         env["DJANGO_SETTINGS_MODULE"] = "registry_portal.settings"
         env["PYTHONUNBUFFERED"] = "1"
         # Continuous sync shows within seconds in the demo.
@@ -155,21 +164,30 @@ class Demo:
         broker = "Redis at REDIS_URL" if self.env.get("REDIS_URL") else "file broker in " + self._rel(self.data_dir)
         say(f"Registry Portal demo: data in {self._rel(DEMO_DIR)}, SQLite database, Celery broker: {broker}\n")
 
-        say("1. Two real registries (CNCF distribution)")
-        parent = start_registry(DEMO_DIR / "parent-registry")
-        self.registries.append(("parent", parent))
-        child = start_registry(DEMO_DIR / "connected-registry")
-        self.registries.append(("connected", child))
-        say(f"  parent    {parent.url}\n  connected {child.url}\n")
-
-        say("2. The portal's database and static files")
+        say("1. The portal's database, static files and token service")
         self.manage("migrate", "--noinput", echo=False)
         self.manage("collectstatic", "--noinput", echo=False)
         password = secrets.token_urlsafe(12)
         # The password goes through the environment, never a command line or a log.
         self.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.invalid",
                     echo=False, extra_env={"DJANGO_SUPERUSER_PASSWORD": password})
-        say("  migrated, static files collected, superuser 'admin' created\n")
+        say("  migrated, static files collected, superuser 'admin' created")
+        # The signing key is created on first use; registries trust its certificate.
+        service = json.loads(self.manage("acr", "token-service", "export", "--output-dir",
+                                         str(DEMO_DIR / "token-service")).stdout)
+        say("")
+
+        say("2. Two real registries (CNCF distribution), both guarded by the portal's token service")
+        parent = start_registry(DEMO_DIR / "parent-registry", auth=self.auth(
+            service, naming.registry_service(REGISTRY_NAME)))
+        self.registries.append(("parent", parent))
+        child = start_registry(DEMO_DIR / "connected-registry", auth=self.auth(
+            service, naming.connected_registry_service(REGISTRY_NAME, CONNECTED_NAME)))
+        self.registries.append(("connected", child))
+        say(f"  parent    {parent.url}  (auth: token, service {naming.registry_service(REGISTRY_NAME)})\n"
+            f"  connected {child.url}  (auth: token, service "
+            f"{naming.connected_registry_service(REGISTRY_NAME, CONNECTED_NAME)})\n"
+            f"  realm     {service['realm']}\n")
 
         say("3. Services")
         if _port_busy(self.port):
@@ -181,30 +199,65 @@ class Demo:
         portal_url = f"http://127.0.0.1:{self.port}/"
         say("")
 
-        say("4. Real images in the parent (built from busybox, pushed with skopeo)")
-        t0 = time.monotonic()
-        pushed = images.populate(parent.host, images.demo_dataset())
-        say(f"  {len(pushed)} tags in {len({p.repo for p in pushed})} repositories "
-            f"in {time.monotonic() - t0:.1f} s: " + ", ".join(p.spec.ref for p in pushed) + "\n")
-
-        say("5. The registry and its connected registry, with the acr command")
+        say("4. The registry, a client token that may push, and real images pushed with it")
         self.manage("acr", "create", "--name", REGISTRY_NAME, "--login-server", parent.url,
                     "--data-endpoint-enabled")
-        self.manage("acr", "connected-registry", "create", "--registry", REGISTRY_NAME, "--name", CONNECTED_NAME,
-                    "--repository", *SYNCED_REPOS, "--login-server", child.url)
+        repos = sorted({spec.repo for spec in images.demo_dataset()})
+        pusher = self.client_token(PUSHER, [[repo, "content/read", "content/write"] for repo in repos])
+        self.parent_auth = images.write_authfile(DEMO_DIR / "pusher-auth.json", parent.host, PUSHER, pusher)
         t0 = time.monotonic()
-        resync = self.manage("acr", "connected-registry", "resync", "--registry", REGISTRY_NAME,
-                             "--name", CONNECTED_NAME, "--wait", "--timeout", "300", check=False)
-        if resync.returncode != 0:
-            say(f"  (resync ended with exit {resync.returncode}; see {self._rel(self.log_dir / 'worker.log')})")
-        say(f"  sync finished in {time.monotonic() - t0:.1f} s\n")
+        pushed = images.populate(parent.host, images.demo_dataset(), authfile=self.parent_auth)
+        say(f"  {len(pushed)} tags in {len({p.repo for p in pushed})} repositories "
+            f"in {time.monotonic() - t0:.1f} s (skopeo as '{PUSHER}'): "
+            + ", ".join(p.spec.ref for p in pushed))
+        with RegistryClient(parent.url) as anonymous:
+            try:
+                anonymous.list_tags("hello-world")
+                say("  !! the parent answered an anonymous client")
+            except AuthError:
+                say("  an anonymous client is refused by the parent")
+        say("")
+
+        say("5. The connected registry: create, get its settings (a sync-token password), activate, sync")
+        self.manage("acr", "connected-registry", "create", "--registry", REGISTRY_NAME, "--name", CONNECTED_NAME,
+                    "--repository", *SYNCED_REPOS)
+        settings = self.manage("acr", "connected-registry", "get-settings", "--registry", REGISTRY_NAME,
+                               "--name", CONNECTED_NAME, "--generate-password", "1", "--yes", echo=False)
+        self.connection_string = json.loads(settings.stdout)["ACR_REGISTRY_CONNECTION_STRING"]
+        say(f"$ python manage.py acr connected-registry get-settings --registry {REGISTRY_NAME} "
+            f"--name {CONNECTED_NAME} --generate-password 1 --yes\n"
+            "  (connection string with the sync token's password, shown once; the worker keeps an "
+            "encrypted copy to sync as that token)")
+        self.manage("acr", "connected-registry", "activate", "--registry", REGISTRY_NAME, "--name", CONNECTED_NAME,
+                    "--login-server", child.url)
+        # Activation queued the initial sync: wait for it (a resync now would
+        # only be skipped while that one runs).
+        t0 = time.monotonic()
+        last_sync = "null"
+        while last_sync == "null" and time.monotonic() - t0 < 300:
+            self.check_services()
+            time.sleep(1)
+            last_sync = self.manage("acr", "connected-registry", "show", "--registry", REGISTRY_NAME, "--name",
+                                    CONNECTED_NAME, "--query", "lastSync", echo=False).stdout.strip()
+        if last_sync == "null":
+            say(f"  no sync finished after 300 s: see {self._rel(self.log_dir / 'worker.log')}")
+        else:
+            say(f"  initial sync finished in {time.monotonic() - t0:.1f} s (as the sync token, through the "
+                "token service)")
+        reader = self.client_token(READER, [[repo, "content/read", "metadata/read"] for repo in SYNCED_REPOS])
+        self.manage("acr", "connected-registry", "update", "--registry", REGISTRY_NAME, "--name", CONNECTED_NAME,
+                    "--add-client-tokens", READER, echo=True)
+        self.child_auth = images.write_authfile(DEMO_DIR / "reader-auth.json", child.host, READER, reader)
+        self.creds = {parent.url: (PUSHER, pusher), child.url: (READER, reader)}
+        say("")
         self.check_services()
 
-        say("6. Byte for byte: manifest digests, sha256 of `skopeo inspect --raw` on each side")
+        say("6. Byte for byte: manifest digests, sha256 of `skopeo inspect --raw` on each side "
+            f"(parent read as '{PUSHER}', connected registry as its client token '{READER}')")
         self.compare(parent, child, [p for p in pushed if p.repo in SYNCED_REPOS])
         not_synced = sorted({p.repo for p in pushed} - set(SYNCED_REPOS))
         say(f"  not selected, so not on the child: {', '.join(not_synced)} "
-            f"(child has: {', '.join(_catalog(child)) or 'nothing'})\n")
+            f"(child has: {', '.join(self._catalog(child)) or 'nothing'})\n")
 
         say(f"Portal:  {portal_url}")
         say(f"Login:   admin / {password}")
@@ -213,35 +266,91 @@ class Demo:
             f"connected-registry show --registry {REGISTRY_NAME} --name {CONNECTED_NAME} --output table\n")
 
         say("7. Continuous sync: a new tag pushed to the parent now ...")
-        tag = f"demo-{time.strftime('%H%M%S')}"
-        [new] = images.populate(parent.host, [images.ImageSpec("hello-world", tag, seed=secrets.token_hex(4))])
-        say(f"  pushed hello-world:{tag} {new.digest} to the parent")
-        t0 = time.monotonic()
-        arrived = False
-        while time.monotonic() - t0 < 180:
-            self.check_services()
-            if tag in _tags(child, "hello-world"):
-                digest = images.remote_digest(child.host, "hello-world", tag)
-                same = "same digest" if digest == new.digest else f"DIFFERENT digest {digest}"
-                say(f"  ... on the child after {time.monotonic() - t0:.0f} s, {same}")
-                arrived = True
-                break
-            time.sleep(2)
-        if not arrived:
-            say("  ... not on the child after 180 s: see the worker and beat logs")
+        self.push_and_wait(parent, child, expect=True)
+
+        say("\n8. Disabling the sync token stops its sync, on the registries themselves")
+        sync_token = f"{CONNECTED_NAME}-sync-token"
+        self.manage("acr", "token", "update", "--registry", REGISTRY_NAME, "--name", sync_token,
+                    "--status", "disabled")
+        sync_password = self.connection_string.split("SyncTokenPassword=")[1].split(";")[0]
+        with RegistryClient(parent.url, sync_token, sync_password) as as_sync_token:
+            try:
+                as_sync_token.list_tags("hello-world")
+                say("  !! the parent still served the disabled sync token")
+            except AuthError as e:
+                say(f"  the parent refuses the sync token now (a deployed instance would be stopped too): {e}")
+        self.manage("acr", "connected-registry", "show", "--registry", REGISTRY_NAME, "--name", CONNECTED_NAME,
+                    "--query", "statusDetails")
+        tag, digest = self.push_and_wait(parent, child, expect=False,
+                                         wait=2 * float(self.env["PORTAL_CONTINUOUS_INTERVAL"]))
+        self.manage("acr", "token", "update", "--registry", REGISTRY_NAME, "--name", sync_token,
+                    "--status", "enabled")
+        say("  enabled again: the next continuous sync brings the tag")
+        self.wait_for_tag(child, tag, digest, expect=True, wait=180)
 
         say("\nRunning. Press Ctrl-C to stop everything.")
         while True:
             self.check_services()
             time.sleep(1)
 
+    def auth(self, service: dict, name: str) -> dict:
+        """The `auth: token` block of a registry whose service is name."""
+        return {"token": {"realm": service["realm"], "service": name, "issuer": service["issuer"],
+                          "rootcertbundle": service["bundle"]}}
+
+    def client_token(self, name: str, repositories: list[list[str]]) -> str:
+        """Create a client token; its password1 (shown once, kept in memory)."""
+        args = [arg for entry in repositories for arg in ("--repository", *entry)]
+        say(f"$ python manage.py acr token create --registry {REGISTRY_NAME} --name {name} "
+            + " ".join(_quote(a) for a in args))
+        out = self.manage("acr", "token", "create", "--registry", REGISTRY_NAME, "--name", name, *args,
+                          echo=False).stdout
+        say("  (two passwords, shown once)")
+        return json.loads(out)["credentials"]["passwords"][0]["value"]
+
+    def push_and_wait(self, parent, child, expect: bool, wait: float = 180) -> tuple[str, str]:
+        """Push a new hello-world tag to the parent and wait for it on the child."""
+        tag = f"demo-{time.strftime('%H%M%S')}"
+        [new] = images.populate(parent.host, [images.ImageSpec("hello-world", tag, seed=secrets.token_hex(4))],
+                                authfile=self.parent_auth)
+        say(f"  pushed hello-world:{tag} {new.digest} to the parent")
+        self.wait_for_tag(child, tag, new.digest, expect, wait)
+        return tag, new.digest
+
+    def wait_for_tag(self, child, tag: str, expected: str, expect: bool, wait: float) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < wait:
+            self.check_services()
+            if tag in self._tags(child, "hello-world"):
+                digest = images.remote_digest(child.host, "hello-world", tag, self.child_auth)
+                same = "same digest" if digest == expected else f"DIFFERENT digest {digest}"
+                say(f"  ... hello-world:{tag} on the child after {time.monotonic() - t0:.0f} s, {same}")
+                return
+            time.sleep(2)
+        if expect:
+            say(f"  ... not on the child after {wait:.0f} s: see the worker and beat logs")
+        else:
+            say(f"  ... not on the child after {wait:.0f} s, as expected: sync is stopped")
+
+    def _tags(self, reg, repo: str) -> list[str]:
+        with RegistryClient(reg.url, *self.creds[reg.url]) as client:
+            try:
+                return client.list_tags(repo)
+            except NotFound:
+                return []
+
+    def _catalog(self, reg) -> list[str]:
+        # The reader token's scope map has metadata/read: the catalog.
+        with RegistryClient(reg.url, *self.creds[reg.url]) as client:
+            return client.catalog()
+
     def compare(self, parent, child, pushed) -> None:
         rows = []
         for repo in SYNCED_REPOS:
-            for tag in sorted(_tags(parent, repo)):
-                p = images.remote_digest(parent.host, repo, tag)
+            for tag in sorted(self._tags(parent, repo)):
+                p = images.remote_digest(parent.host, repo, tag, self.parent_auth)
                 try:
-                    c = images.remote_digest(child.host, repo, tag)
+                    c = images.remote_digest(child.host, repo, tag, self.child_auth)
                 except RuntimeError:
                     c = ""
                 rows.append((f"{repo}:{tag}", p, c, "same" if p == c else ("MISSING" if not c else "DIFFERENT")))
@@ -276,20 +385,6 @@ def _port_busy(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _tags(reg, repo: str) -> list[str]:
-    r = httpx.get(f"{reg.url}/v2/{repo}/tags/list", params={"n": 1000}, timeout=10)
-    if r.status_code == 404:
-        return []
-    r.raise_for_status()
-    return r.json().get("tags") or []
-
-
-def _catalog(reg) -> list[str]:
-    r = httpx.get(f"{reg.url}/v2/_catalog", params={"n": 1000}, timeout=10)
-    r.raise_for_status()
-    return r.json().get("repositories") or []
 
 
 def main() -> int:

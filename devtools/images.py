@@ -18,6 +18,7 @@ the spec, so repeated test runs only push.
 """
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -317,13 +318,25 @@ def layout_digest(layout_path, tag: str) -> str:
     raise KeyError(f"tag {tag!r} not in {layout_path}")
 
 
+def write_authfile(path, registry_host: str, username: str, password: str) -> Path:
+    """A containers-auth.json (mode 600) for skopeo's --authfile: credentials
+    never go on a command line, where `ps` shows them."""
+    path = Path(path)
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"auths": {registry_host: {"auth": auth}}}, f)
+    return path
+
+
 def push_layout(layout_path, tag: str, registry_host: str, repo: str,
-                dest_tag: str | None = None) -> str:
+                dest_tag: str | None = None, authfile: Path | None = None) -> str:
     """Copy oci:<layout>:<tag> (dir: for Docker media types) to docker://<registry_host>/<repo>:<dest_tag or tag>
     with skopeo (--all, digests preserved, plain HTTP). Returns the digest."""
     dest = f"docker://{registry_host}/{repo}:{dest_tag or tag}"
+    creds = ["--dest-authfile", str(authfile)] if authfile else ["--dest-no-creds"]
     cmd = ["skopeo", "--insecure-policy", "copy", "--all", "--preserve-digests", "--quiet",
-           "--retry-times", "2", "--dest-tls-verify=false", "--dest-no-creds",
+           "--retry-times", "2", "--dest-tls-verify=false", *creds,
            skopeo_source(layout_path, tag), dest]
     result = subprocess.run(cmd, capture_output=True, text=True, env=skopeo_env(), timeout=600)
     if result.returncode != 0:
@@ -331,10 +344,11 @@ def push_layout(layout_path, tag: str, registry_host: str, repo: str,
     return layout_digest(layout_path, tag)
 
 
-def inspect_raw(registry_host: str, repo: str, ref: str) -> bytes:
+def inspect_raw(registry_host: str, repo: str, ref: str, authfile: Path | None = None) -> bytes:
     """The exact manifest bytes a registry serves (`skopeo inspect --raw`)."""
     sep = "@" if ref.startswith("sha256:") else ":"
-    cmd = ["skopeo", "--insecure-policy", "inspect", "--raw", "--tls-verify=false", "--no-creds",
+    creds = ["--authfile", str(authfile)] if authfile else ["--no-creds"]
+    cmd = ["skopeo", "--insecure-policy", "inspect", "--raw", "--tls-verify=false", *creds,
            f"docker://{registry_host}/{repo}{sep}{ref}"]
     result = subprocess.run(cmd, capture_output=True, env=skopeo_env(), timeout=120)
     if result.returncode != 0:
@@ -343,9 +357,9 @@ def inspect_raw(registry_host: str, repo: str, ref: str) -> bytes:
     return result.stdout
 
 
-def remote_digest(registry_host: str, repo: str, ref: str) -> str:
+def remote_digest(registry_host: str, repo: str, ref: str, authfile: Path | None = None) -> str:
     """sha256 of the raw manifest bytes, as skopeo reads them."""
-    return sha256_digest(inspect_raw(registry_host, repo, ref))
+    return sha256_digest(inspect_raw(registry_host, repo, ref, authfile))
 
 
 # --------------------------------------------------------------------------
@@ -429,7 +443,7 @@ def build_spec(spec: ImageSpec, cache_dir: Path | None = None) -> Path:
 
 
 def populate(registry_host: str, spec: list[ImageSpec], workers: int = 4,
-             cache_dir: Path | None = None) -> list[PushedImage]:
+             cache_dir: Path | None = None, authfile: Path | None = None) -> list[PushedImage]:
     """Build (or reuse cached) layouts and push them all to registry_host
     ("127.0.0.1:PORT"), `workers` skopeo processes at a time. Returns one
     PushedImage per spec, in order, with the digest each tag points at.
@@ -450,17 +464,18 @@ def populate(registry_host: str, spec: list[ImageSpec], workers: int = 4,
             seen.add(s.repo)
 
         def push(i: int) -> None:
-            digests[i] = _push_with_retry(layouts[i], specs[i].tag, registry_host, specs[i].repo)
+            digests[i] = _push_with_retry(layouts[i], specs[i].tag, registry_host, specs[i].repo, authfile)
 
         for phase in (first, rest):
             list(pool.map(push, phase))
     return [PushedImage(s, l, d) for s, l, d in zip(specs, layouts, digests)]
 
 
-def _push_with_retry(layout: Path, tag: str, registry_host: str, repo: str, attempts: int = 3) -> str:
+def _push_with_retry(layout: Path, tag: str, registry_host: str, repo: str, authfile: Path | None = None,
+                     attempts: int = 3) -> str:
     for attempt in range(attempts):
         try:
-            return push_layout(layout, tag, registry_host, repo)
+            return push_layout(layout, tag, registry_host, repo, authfile=authfile)
         except RuntimeError:
             if attempt == attempts - 1:
                 raise
