@@ -161,7 +161,8 @@ def test_list_shows_the_cli_columns_in_tree_order_with_badges(viewer_client, reg
     html = response.content.decode()
 
     headers = re.findall(r'<th scope="col">([^<]+)</th>', html)
-    assert headers == ["Name", "Mode", "Connection state", "Parent", "Login server", "Last sync (UTC)", "Sync state"]
+    assert headers == ["Name", "Mode", "Connection state", "Parent", "Login server", "Last sync (UTC)",
+                       "Sync schedule", "Sync window", "Sync state"]
     assert row_names(html) == ["aroot", "zroot", "bchild", "leafone"]
 
     rows = dict(zip(row_names(html), body_rows(html)))
@@ -174,6 +175,8 @@ def test_list_shows_the_cli_columns_in_tree_order_with_badges(viewer_client, reg
     assert '<td data-label="Parent">myacrregistry</td>' in rows["zroot"] and '<td data-label="Parent">zroot</td>' in rows["bchild"]
     assert f"/runs/{latest.pk}/" in rows["zroot"] and "run-succeeded" in rows["zroot"]
     assert "no runs" in rows["aroot"]
+    assert '<td class="mono nowrap" data-label="Sync schedule">* * * * *</td>' in rows["zroot"]
+    assert '<td class="mono" data-label="Sync window">-</td>' in rows["zroot"]
 
 
 def test_list_htmx_returns_the_rows_partial_only(viewer_client, registry, tree):
