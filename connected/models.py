@@ -383,6 +383,12 @@ class SyncRunTag(models.Model):
         IN_SYNC = "in_sync", "already in sync"
         DELETED = "deleted"
         FAILED = "failed"
+        PUSHED = "pushed", "pushed to the parent"
+        CONFLICT = "conflict", "conflict (both versions kept)"
+        KEPT = "kept", "kept (the parent lists no tags)"
+
+    # Outcomes after which both sides hold the same digest for the tag.
+    AGREED = (Outcome.COPIED, Outcome.IN_SYNC, Outcome.PUSHED, Outcome.CONFLICT, Outcome.KEPT)
 
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="tags")
     repository = models.CharField(max_length=255)
@@ -398,3 +404,20 @@ class SyncRunTag(models.Model):
 
 from .access import ScopeMap, Token  # noqa: E402,F401  (see the module docstring)
 from .audit import AuditEvent  # noqa: E402,F401
+
+
+class ConnectionStateChange(models.Model):
+    """The history of a connected registry's connection state: one row per change."""
+
+    connected_registry = models.ForeignKey(ConnectedRegistry, on_delete=models.CASCADE, related_name="state_changes")
+    at = models.DateTimeField(default=timezone.now)
+    previous_state = models.CharField(max_length=10)
+    state = models.CharField(max_length=10)
+    status_details = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["connected_registry", "-at"])]
+
+    def __str__(self):
+        return f"{self.connected_registry.name}: {self.previous_state} -> {self.state} at {self.at:%Y-%m-%d %H:%M:%S}"

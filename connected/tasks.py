@@ -37,3 +37,11 @@ def prune_runs() -> int:
 
     portal = settings.PORTAL
     return prune(timezone.now(), dt.timedelta(days=portal["RUN_RETENTION_DAYS"]), portal["RUNS_KEPT_PER_REGISTRY"])
+
+
+@shared_task(ignore_result=True)
+def check_health() -> int:
+    """Beat: probe every connected registry and keep its connection state true."""
+    from connected.health_check import check_all
+
+    return check_all()

@@ -20,4 +20,6 @@ def _beat_schedule(sender, **kwargs):
             "schedule": settings.PORTAL["DISPATCH_INTERVAL_SECONDS"],
         },
         "prune-runs": {"task": "connected.tasks.prune_runs", "schedule": 3600.0},
+        "check-health": {"task": "connected.tasks.check_health",
+                         "schedule": settings.PORTAL["HEALTH_CHECK_INTERVAL_SECONDS"]},
     }

@@ -172,6 +172,10 @@ PORTAL = {
     "SYNC_LOCK_TTL_SECONDS": float(os.environ.get("PORTAL_SYNC_LOCK_TTL", "120")),
     # Blobs copied at once within one run.
     "SYNC_PARALLEL_BLOBS": int(os.environ.get("PORTAL_SYNC_PARALLEL_BLOBS", "4")),
+    # The health check probes every connected registry this often.
+    "HEALTH_CHECK_INTERVAL_SECONDS": float(os.environ.get("PORTAL_HEALTH_CHECK_INTERVAL", "30")),
+    # A connected registry whose syncs have not succeeded for this long is "behind its parent".
+    "BEHIND_AFTER_SECONDS": float(os.environ.get("PORTAL_BEHIND_AFTER", "3600")),
     # Runs older than this are pruned, except each connected registry's last ones.
     "RUN_RETENTION_DAYS": float(os.environ.get("PORTAL_RUN_RETENTION_DAYS", "30")),
     "RUNS_KEPT_PER_REGISTRY": int(os.environ.get("PORTAL_RUNS_KEPT", "50")),

@@ -249,3 +249,18 @@ def test_old_runs_are_pruned_keeping_the_last_ones(setup):
     assert dispatch.prune_runs(now, dt.timedelta(days=30), keep_last=3) == 2
     ages = sorted((now - r.queued_at).days for r in SyncRun.objects.all())
     assert ages == [1, 40, 41, 50]  # the 3 most recent, and the unfinished one
+
+
+def test_a_read_write_run_sends_local_pushes_up(setup, parent_registry, child_registry):
+    cr, _ = setup
+    ConnectedRegistry.objects.filter(pk=cr.pk).update(mode="ReadWrite")
+    cr.refresh_from_db()
+    assert execute_run(queued(cr).pk).status == "succeeded"
+    [local] = populate(child_registry.host, [ImageSpec("hello-world", "edge", seed="edge")])
+    run = execute_run(queued(cr, "continuous").pk)
+    assert run.status == "succeeded", run.error
+    assert run.tags.get(tag="edge").outcome == "pushed"
+    with RegistryClient(parent_registry.url) as parent:
+        assert parent.head_manifest("hello-world", "edge") == local.digest
+    again = execute_run(queued(cr, "continuous").pk)
+    assert again.tags_copied == 0 and again.bytes_moved == 0  # no ping-pong

@@ -20,6 +20,7 @@ from connected.registry_client import AuthError, RegistryClient, RegistryError
 
 from .credentials import explain_refusal, sync_credentials
 from .engine import SyncObserver, SyncResult, TagResult, sync_repositories
+from .twoway import TwoWaySync
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,9 @@ class RunProgress(SyncObserver):
     def tag_finished(self, result: TagResult) -> None:
         with self._lock:
             self.tags_done += 1
-            if result.outcome == "copied":
+            if result.outcome in ("copied", "pushed", "conflict"):
                 self.tags_copied += 1
-            elif result.outcome == "in_sync":
+            elif result.outcome in ("in_sync", "kept"):
                 self.tags_skipped += 1
             elif result.outcome == "deleted":
                 self.tags_deleted += 1
@@ -148,7 +149,7 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
     progress = RunProgress(deadline, clock, lease_valid_until=timezone.now() + lease.ttl)
     heartbeat = Heartbeat(run, lease, progress, interval=min(2.0, portal["SYNC_LOCK_TTL_SECONDS"] / 4))
     try:
-        ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=ConnectedRegistry.ConnectionState.SYNCING)
+        _set_state(cr, ConnectedRegistry.ConnectionState.SYNCING)
         heartbeat.start()
         try:
             result = _copy(cr, run, progress)
@@ -183,19 +184,19 @@ def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress) -> SyncRes
             except RegistryError as e:
                 raise RegistryError(f"{who} at {client.base_url} cannot be reached: {e}") from e
         read_only = cr.mode == ConnectedRegistry.Mode.READ_ONLY
+        if not read_only:
+            # Pushes at the child go up, the parent's changes come down.
+            return TwoWaySync(source, dest, agreed_digests(cr), parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"],
+                              observer=progress, conflict_suffix=cr.name).sync(list(cr.repositories))
         return sync_repositories(
             source, dest, list(cr.repositories), parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"],
             observer=progress,
-            # A ReadOnly child mirrors: whatever the parent lacks goes. A
-            # ReadWrite child keeps its local pushes: only tags an earlier run
-            # brought are deleted when the parent drops them.
-            delete_policy="mirror" if read_only else "synced",
-            previously_synced=() if read_only else previously_synced(cr),
-            purge_unlisted=read_only,
+            # A ReadOnly child mirrors: whatever the parent lacks goes.
+            delete_policy="mirror", purge_unlisted=True,
             # Routine runs of a ReadOnly child (nobody pushes to it) trust
             # what the last run left there; initial and manual runs compare
             # both sides in full.
-            known_child_digests=last_known_digests(cr) if read_only and run.trigger in ROUTINE_TRIGGERS else None)
+            known_child_digests=last_known_digests(cr) if run.trigger in ROUTINE_TRIGGERS else None)
 
 
 ROUTINE_TRIGGERS = (SyncRun.Trigger.CONTINUOUS, SyncRun.Trigger.SCHEDULE, SyncRun.Trigger.MESSAGE)
@@ -206,15 +207,22 @@ def last_known_digests(cr: ConnectedRegistry) -> dict[tuple[str, str], str]:
     last = cr.runs.filter(status__in=(SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL)).order_by("-finished_at").first()
     if last is None:
         return {}
-    rows = last.tags.filter(outcome__in=(SyncRunTag.Outcome.COPIED, SyncRunTag.Outcome.IN_SYNC))
+    rows = last.tags.filter(outcome__in=SyncRunTag.AGREED)
     return {(r, t): d for r, t, d in rows.values_list("repository", "tag", "digest")}
 
 
-def previously_synced(cr: ConnectedRegistry) -> set[tuple[str, str]]:
-    """(repository, tag) pairs that earlier runs copied or found in sync."""
-    rows = SyncRunTag.objects.filter(run__connected_registry=cr, outcome__in=(
-        SyncRunTag.Outcome.COPIED, SyncRunTag.Outcome.IN_SYNC)).values_list("repository", "tag").distinct()
-    return set(rows)
+def agreed_digests(cr: ConnectedRegistry) -> dict[tuple[str, str], str]:
+    """(repository, tag) -> the digest both sides last agreed on, from the
+    ledgers (latest first wins; a tag deleted since has none)."""
+    agreed: dict[tuple[str, str], str] = {}
+    rows = SyncRunTag.objects.filter(run__connected_registry=cr).exclude(outcome=SyncRunTag.Outcome.FAILED) \
+        .order_by("run__queued_at", "run_id").values_list("repository", "tag", "digest", "outcome")
+    for repo, tag, digest, outcome in rows:
+        if outcome == SyncRunTag.Outcome.DELETED:
+            agreed.pop((repo, tag), None)
+        elif digest:
+            agreed[(repo, tag)] = digest
+    return agreed
 
 
 def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: RunProgress) -> SyncRun:
@@ -253,18 +261,19 @@ def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: R
 
 def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: str = "") -> None:
     """Set the connection state after a run; an unhealthy state carries its reason."""
+    from connected.health_check import record_state
+
     now = timezone.now()
     current = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("status_details", flat=True).first() or []
     # A run speaks for sync only: details of other kinds (a disabled sync
-    # token, say) stay until what they describe changes.
+    # token, say) stay until the health check finds what they describe changed.
     details = [d for d in current if d.get("type") != "Sync"]
     if code:
         details.append({"type": "Sync", "code": code, "description": description[:1000],
                         "timestamp": now.isoformat().replace("+00:00", "Z")})
     if state == ConnectedRegistry.ConnectionState.ONLINE and details:
         state = ConnectedRegistry.ConnectionState.UNHEALTHY
-    ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state=state, status_details=details,
-                                                      last_activity_at=now)
+    record_state(cr, state, details, reached=True)
 
 
 def _finish(run: SyncRun, status: str, error: str = "", counters: dict | None = None) -> SyncRun:

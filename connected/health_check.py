@@ -1,0 +1,101 @@
+"""The periodic health check: gather each connected registry's facts, derive
+its connection state (connected.health), store it and its history.
+
+Beat runs check_all() every PORTAL_HEALTH_CHECK_INTERVAL seconds; the sync
+runner records the states it sets through record_state() too, so the history
+holds every change whoever made it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import health
+from .models import ConnectedRegistry, ConnectionStateChange, SyncRun
+from .registry_client import AuthError, RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
+
+FINISHED_SYNCS = (SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL, SyncRun.Status.FAILED)
+
+
+def record_state(cr: ConnectedRegistry, state: str, details: list[dict], reached: bool = False) -> bool:
+    """Store state and details; a change of state is added to the history.
+    reached: the portal heard from the registry (last activity). Returns
+    whether the state changed."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("connection_state", flat=True).first()
+        if current is None:
+            return False  # deleted meanwhile
+        fields = {"connection_state": state, "status_details": details}
+        if reached:
+            fields["last_activity_at"] = now
+        ConnectedRegistry.objects.filter(pk=cr.pk).update(**fields)
+        if current != state:
+            ConnectionStateChange.objects.create(connected_registry_id=cr.pk, at=now, previous_state=current,
+                                                 state=state, status_details=details)
+    return current != state
+
+
+def probe(cr: ConnectedRegistry) -> health.Probe:
+    """Ask the connected registry's /v2/, as its sync token when it has a worker password."""
+    from .sync.credentials import sync_credentials
+
+    username, password = sync_credentials(cr)
+    timeout = min(10.0, settings.PORTAL["REGISTRY_TIMEOUT_SECONDS"])
+    try:
+        with RegistryClient(cr.login_server, username, password, timeout=timeout, retries=1) as client:
+            client.ping()
+    except AuthError as e:
+        return health.Probe(reachable=True, authenticated=False, error=str(e))
+    except RegistryError as e:
+        return health.Probe(reachable=False, error=str(e))
+    return health.Probe(reachable=True, authenticated=True if username else None)
+
+
+def facts_of(cr: ConnectedRegistry, probed: health.Probe | None) -> health.HealthFacts:
+    runs = cr.runs.order_by("-queued_at", "-pk")
+    running = runs.filter(status=SyncRun.Status.RUNNING).exists()
+    last = runs.filter(status__in=FINISHED_SYNCS).first()
+    token = cr.sync_token_or_none()
+    # Behind: since the last successful sync (or since it was created) when
+    # the latest sync did not succeed. Message counts arrive with the
+    # gateway; until then hours are what is known.
+    behind_since = None
+    if last is None or last.status != SyncRun.Status.SUCCEEDED:
+        behind_since = cr.last_sync_at or cr.created_at
+    return health.HealthFacts(
+        active=cr.activation_status == ConnectedRegistry.Activation.ACTIVE, has_login_server=bool(cr.login_server),
+        data_endpoint_enabled=cr.registry.data_endpoint_enabled,
+        sync_token_enabled=token is None or token.status == token.Status.ENABLED,
+        probe=probed, running=running, last_run_status=last.status if last else None,
+        last_run_error=(last.error if last else "")[:300], last_sync_at=cr.last_sync_at, behind_since=behind_since,
+        registry_name=cr.registry.name)
+
+
+def check(cr: ConnectedRegistry, now: dt.datetime | None = None) -> str:
+    """Probe one connected registry and store its state; returns the state."""
+    now = now or timezone.now()
+    deployed = cr.activation_status == ConnectedRegistry.Activation.ACTIVE and bool(cr.login_server)
+    probed = probe(cr) if deployed else None
+    behind_after = dt.timedelta(seconds=settings.PORTAL["BEHIND_AFTER_SECONDS"])
+    state, details = health.derive_state(facts_of(cr, probed), now, behind_after)
+    record_state(cr, state, details, reached=bool(probed and probed.reachable))
+    return state
+
+
+def check_all(now: dt.datetime | None = None) -> int:
+    """Check every connected registry; returns how many changed state."""
+    changed = 0
+    for cr in ConnectedRegistry.objects.select_related("registry", "parent"):
+        before = cr.connection_state
+        try:
+            changed += check(cr, now) != before
+        except Exception:  # one broken row must not stop the others
+            log.exception("health check of %s failed", cr.name)
+    return changed
