@@ -80,3 +80,11 @@ def test_never_deployed_is_offline_without_reasons(parent_registry):
     cr = operations.create_connected_registry(registry, "notyet01", ["hello-world"])
     assert health_check.check(fresh(cr)) == "Offline" and codes(cr) == []
     assert health_check.check_all() == 0
+
+
+def test_the_detail_page_shows_the_state_history(cr, client, django_user_model):
+    execute_run(SyncRun.objects.create(connected_registry=cr).pk)
+    user = django_user_model.objects.create_user("viewer", password="pw-viewer-1")
+    client.force_login(user)
+    html = client.get(f"/registries/myacrregistry/connected-registries/{cr.name}/").content.decode()
+    assert "State history" in html and '<span class="badge state-online">Online</span>' in html

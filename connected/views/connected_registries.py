@@ -124,6 +124,7 @@ def detail_context(cr: ConnectedRegistry) -> dict:
         "token": token,
         "deletion_blocker": operations.deletion_blocker(cr),
         "nesting_warnings": operations.nesting_warnings(cr),
+        "state_changes": cr.state_changes.all()[:20],
     }
 
 
