@@ -9,6 +9,10 @@ password slots; only a hash of each password is stored
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
 
 from django.apps import apps
 from django.contrib.auth.hashers import check_password, make_password
@@ -51,6 +55,32 @@ def repositories_of(actions) -> list[str]:
             if repo not in repos:
                 repos.append(repo)
     return repos
+
+
+# Verified passwords, remembered briefly in this process: a sync asks the
+# token service once per scope, and each slow hash check (PBKDF2, by design)
+# would otherwise cost a quarter of a second. The key is the stored hash, so a
+# new password invalidates the entry; the value is an HMAC of the presented
+# password under a per-process random key, compared in constant time. Failed
+# checks are never remembered.
+_VERIFIED: dict[str, tuple[bytes, float]] = {}
+_VERIFIED_KEY = secrets.token_bytes(32)
+VERIFIED_FOR_SECONDS = 300.0
+
+
+def password_matches(clear: str, stored_hash: str) -> bool:
+    """check_password, with recent successes remembered (see _VERIFIED)."""
+    presented = hmac.new(_VERIFIED_KEY, clear.encode(), hashlib.sha256).digest()
+    remembered = _VERIFIED.get(stored_hash)
+    if remembered is not None and remembered[1] > time.monotonic() \
+            and hmac.compare_digest(remembered[0], presented):
+        return True
+    if not check_password(clear, stored_hash):
+        return False
+    if len(_VERIFIED) > 10_000:
+        _VERIFIED.clear()
+    _VERIFIED[stored_hash] = (presented, time.monotonic() + VERIFIED_FOR_SECONDS)
+    return True
 
 
 class ScopeMap(models.Model):
@@ -162,7 +192,7 @@ class Token(models.Model):
         now = now or timezone.now()
         for slot in validation.PASSWORD_SLOTS:
             stored = getattr(self, f"password{slot}_hash")
-            if stored and check_password(clear, stored):
+            if stored and password_matches(clear, stored):
                 expires = getattr(self, f"password{slot}_expires_at")
                 return slot, expires is not None and expires <= now
         return None, False
@@ -173,7 +203,7 @@ class Token(models.Model):
         for slot in validation.PASSWORD_SLOTS:
             stored = getattr(self, f"password{slot}_hash")
             expires = getattr(self, f"password{slot}_expires_at")
-            if stored and (expires is None or expires > now) and check_password(clear, stored):
+            if stored and (expires is None or expires > now) and password_matches(clear, stored):
                 return slot
         return None
 

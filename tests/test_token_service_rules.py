@@ -289,3 +289,19 @@ def test_attach_rules_and_the_limit_of_50(cr, settings):
     assert cr.client_tokens.count() == 50
     client_tokens.change_client_tokens(cr, add=["client50"], remove=["client00"])
     assert cr.client_tokens.count() == 50
+
+
+def test_a_verified_password_is_remembered_briefly_and_forgotten_on_rotation(monkeypatch):
+    from django.contrib.auth.hashers import make_password
+
+    from connected import access
+
+    calls = []
+    real = access.check_password
+    monkeypatch.setattr(access, "check_password", lambda clear, stored: calls.append(1) or real(clear, stored))
+    stored = make_password("right-password")
+    assert access.password_matches("right-password", stored) and len(calls) == 1
+    assert access.password_matches("right-password", stored) and len(calls) == 1  # remembered
+    assert not access.password_matches("wrong-password", stored) and len(calls) == 2  # never skipped
+    rotated = make_password("right-password")
+    assert access.password_matches("right-password", rotated) and len(calls) == 3  # new hash, new check
