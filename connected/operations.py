@@ -6,14 +6,12 @@ field, or NotFound. Token and password operations: connected.credentials.
 """
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from . import access, validation
+from . import access, syncs, validation
 from .audit import SYSTEM, Actor, changed, record
 from .models import ConnectedRegistry, Registry, ScopeMap, SyncRun, Token
 from .registry_client import RegistryError, ping
@@ -218,7 +216,7 @@ def _queue_initial_sync(cr: ConnectedRegistry) -> None:
     if blockers:
         cr.warnings.append(f"no sync yet: cannot sync '{cr.name}': {' '.join(blockers)}")
     else:
-        queue_sync(cr, SyncRun.Trigger.INITIAL)
+        syncs.queue_sync(cr, SyncRun.Trigger.INITIAL)
 
 
 UNSET = object()
@@ -396,58 +394,3 @@ def delete_connected_registry(cr: ConnectedRegistry, actor: Actor = SYSTEM) -> N
             if not token.scope_map.tokens.exists():
                 token.scope_map.delete()
                 record(actor, "scopeMap.delete", "scopeMap", token.scope_map.name, registry_name)
-
-
-# --- syncs --------------------------------------------------------------------------
-
-def queue_sync(cr: ConnectedRegistry, trigger: str = SyncRun.Trigger.MANUAL, actor: Actor | None = None) -> SyncRun:
-    """Record a queued run and hand it to a worker once the transaction
-    commits. Manual requests are audited (scheduled runs are their own record)."""
-    from .tasks import sync_connected_registry
-
-    blockers = cr.sync_blockers()
-    if blockers:
-        raise ValidationError({"sync": [f"cannot sync '{cr.name}': {' '.join(blockers)}"]})
-    with transaction.atomic():
-        run = SyncRun.objects.create(connected_registry=cr, trigger=trigger)
-        if trigger == SyncRun.Trigger.MANUAL:
-            record(actor or SYSTEM, "connectedRegistry.resync", "connectedRegistry", cr.name, cr.registry.name,
-                   {"run": [None, run.pk]})
-    transaction.on_commit(lambda: sync_connected_registry.delay(run.pk))
-    return run
-
-
-def cancel_sync(cr: ConnectedRegistry, actor: Actor | None = None) -> SyncRun:
-    """Cancel the connected registry's queued or running sync. A queued run
-    ends at once; a running one is asked to stop, and its worker stops within
-    seconds, abandoning open uploads and writing no further tag. Returns the run."""
-    run = cr.runs.filter(status__in=(SyncRun.Status.QUEUED, SyncRun.Status.RUNNING)).order_by("-queued_at").first()
-    if run is None:
-        raise ValidationError({"run": [f"no sync of '{cr.name}' is queued or running."]})
-    with transaction.atomic():
-        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
-            status=SyncRun.Status.CANCELLED, finished_at=timezone.now(), error="cancelled before it started")
-        SyncRun.objects.filter(pk=run.pk).update(cancel_requested=True)
-        record(actor or SYSTEM, "connectedRegistry.cancelSync", "connectedRegistry", cr.name, cr.registry.name,
-               {"run": [run.pk, None]})
-    run.refresh_from_db()
-    return run
-
-
-def wait_for_run(run: SyncRun, timeout: float | None = None, poll: float = 0.5,
-                 on_stuck_in_queue=None, stuck_after: float = 15.0) -> SyncRun:
-    """Block until the run has finished (or timeout seconds pass); return it
-    fresh. on_stuck_in_queue(run) is called once if it is still queued after
-    stuck_after seconds (no worker took it: is one running?)."""
-    started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
-    while True:
-        run.refresh_from_db()
-        if run.is_finished():
-            return run
-        if on_stuck_in_queue and run.status == SyncRun.Status.QUEUED and time.monotonic() - started > stuck_after:
-            on_stuck_in_queue(run)
-            on_stuck_in_queue = None
-        if deadline is not None and time.monotonic() > deadline:
-            return run
-        time.sleep(poll)

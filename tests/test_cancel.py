@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from connected import operations
+from connected import operations, syncs
 from connected.models import ConnectedRegistry, SyncRun
 from connected.registry_client import RegistryClient
 from connected.sync.runner import execute_run
@@ -39,7 +39,7 @@ def cr(slow_parent, child_registry):
 
 def test_a_queued_run_is_cancelled_at_once(cr):
     run = SyncRun.objects.create(connected_registry=cr)
-    cancelled = operations.cancel_sync(cr)
+    cancelled = syncs.cancel_sync(cr)
     assert cancelled.pk == run.pk and cancelled.status == "cancelled" and cancelled.finished_at
     assert execute_run(run.pk).status == "cancelled"  # a late delivery does nothing
 
@@ -65,7 +65,7 @@ def test_a_running_run_stops_within_seconds_and_leaves_the_child_consistent(cr, 
             break
         time.sleep(0.1)
     assert run.status == "running"
-    operations.cancel_sync(cr)
+    syncs.cancel_sync(cr)
     worker.join(timeout=60)
     assert not worker.is_alive()
     finished = done["run"]
@@ -81,7 +81,7 @@ def test_a_running_run_stops_within_seconds_and_leaves_the_child_consistent(cr, 
 
 def test_cancel_without_a_run_says_so(cr):
     with pytest.raises(ValidationError, match="no sync of 'factory01' is queued or running"):
-        operations.cancel_sync(cr)
+        syncs.cancel_sync(cr)
     with pytest.raises(CommandError, match="no sync of 'factory01' is queued or running"):
         call_command("acr", "connected-registry", "cancel", "--registry", "myacrregistry", "--name", "factory01",
                      stdout=io.StringIO(), stderr=io.StringIO())

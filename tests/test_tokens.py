@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
-from connected import credentials, operations
+from connected import credentials, operations, syncs
 from connected.audit import Actor, AuditEvent
 from connected.models import ConnectedRegistry, ScopeMap, SyncRun, Token
 from connected.sync.runner import execute_run
@@ -153,7 +153,7 @@ def test_a_disabled_sync_token_stops_sync_and_the_state_says_why(cr, registry):
     running.refresh_from_db()
     assert queued.status == "cancelled" and running.cancel_requested
     with pytest.raises(ValidationError) as refused:
-        operations.queue_sync(cr)
+        syncs.queue_sync(cr)
     assert "is disabled" in refused.value.messages[0]
     # The worker refuses too (a run queued before, or by hand).
     run = execute_run(SyncRun.objects.create(connected_registry=cr).pk)
@@ -167,7 +167,7 @@ def test_a_disabled_sync_token_stops_sync_and_the_state_says_why(cr, registry):
     credentials.update_token_status(cr.sync_token, "enabled")
     cr = ConnectedRegistry.objects.get(pk=cr.pk)
     assert cr.sync_blockers() == [] and cr.current_status_details() == []
-    assert operations.queue_sync(cr).status == "queued"
+    assert syncs.queue_sync(cr).status == "queued"
     assert [(e.actor, e.source, e.changes) for e in AuditEvent.objects.filter(action="token.update")
             .order_by("pk")] == [("alice", "cli", {"status": ["enabled", "disabled"]}),
                                  ("system", "system", {"status": ["disabled", "enabled"]})]

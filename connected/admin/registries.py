@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from .. import credentials, operations, validation
+from .. import credentials, operations, syncs, validation
 from ..models import ConnectedRegistry, Registry, SyncRun, Token
 from .base import OperationAdmin, OperationForm, Refused, admin_actor, admin_link, refusal_text
 
@@ -304,7 +304,7 @@ class ConnectedRegistryAdmin(OperationAdmin):
     @admin.action(description="Sync now", permissions=["change"])
     def sync_now(self, request, queryset):
         def sync(cr, actor):
-            run = operations.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=actor)
+            run = syncs.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=actor)
             return f"{cr.name} (run {run.pk})"
         self._each(request, queryset, "Sync queued", sync)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from connected import cli_output, client_tokens, credentials, operations, validation
+from connected import cli_output, client_tokens, credentials, operations, syncs, validation
 from connected.models import SyncRun
 from connected.tokenservice import registry_config as config_files
 
@@ -131,7 +131,7 @@ def delete(cmd, registry, name, yes, **_):
 
 def resync(cmd, registry, name, wait, timeout, **_):
     cr = base.connected_registry(registry, name)
-    run = operations.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=cmd.actor)
+    run = syncs.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=cmd.actor)
     cmd.stdout.write(f"sync run {run.pk} queued for '{cr.name}'")
     if not (wait or timeout):
         return
@@ -144,7 +144,7 @@ def resync(cmd, registry, name, wait, timeout, **_):
 
 def cancel(cmd, registry, name, wait, **_):
     cr = base.connected_registry(registry, name)
-    run = operations.cancel_sync(cr, actor=cmd.actor)
+    run = syncs.cancel_sync(cr, actor=cmd.actor)
     if run.is_finished():
         cmd.stdout.write(f"sync run {run.pk} of '{cr.name}' cancelled before it started")
         return
@@ -176,7 +176,7 @@ def _wait(cmd, run, timeout):
         cmd.stderr.write(f"WARNING: run {run.pk} is still queued: no worker has taken it. Is a Celery worker "
                          "running? (celery -A registry_portal worker)")
     try:
-        run = operations.wait_for_run(run, timeout=timeout, on_stuck_in_queue=stuck)
+        run = syncs.wait_for_run(run, timeout=timeout, on_stuck_in_queue=stuck)
     except KeyboardInterrupt:
         raise CommandError(f"stopped waiting; run {run.pk} goes on in the background.", returncode=130) from None
     cmd.stdout.write(cli_output.run_outcome(run))

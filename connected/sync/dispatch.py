@@ -107,7 +107,7 @@ def prune_runs(now: dt.datetime, max_age: dt.timedelta, keep_last: int) -> int:
 
 def dispatch_due(now: dt.datetime) -> list[SyncRun]:
     """Queue a run for every connected registry that is due one. Returns them."""
-    from connected.operations import queue_sync
+    from connected.syncs import queue_sync
 
     fail_lost_runs(now)
     queued = []

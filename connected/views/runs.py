@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 
-from connected import operations
+from connected import syncs
 from connected.models import SyncRun
 
 from .base import action, actor, connected_registry_or_404, page, render_page
@@ -16,7 +16,7 @@ from .connected_registries import describe_progress, flat, live_response, second
 def sync_now(request, registry_name, name):
     cr = connected_registry_or_404(registry_name, name)
     try:
-        run = operations.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=actor(request))
+        run = syncs.queue_sync(cr, SyncRun.Trigger.MANUAL, actor=actor(request))
     except ValidationError as e:
         return live_response(request, cr, errors=flat(e))
     return live_response(request, cr, notices=[f"Sync of {cr.name} queued (run {run.pk})."])
@@ -26,7 +26,7 @@ def sync_now(request, registry_name, name):
 def sync_cancel(request, registry_name, name):
     cr = connected_registry_or_404(registry_name, name)
     try:
-        run = operations.cancel_sync(cr, actor=actor(request))
+        run = syncs.cancel_sync(cr, actor=actor(request))
     except ValidationError as e:
         return live_response(request, cr, errors=flat(e))
     done = "cancelled" if run.status == SyncRun.Status.CANCELLED else "asked to stop"
