@@ -145,10 +145,6 @@ class Token(models.Model):
     # never in clear here or in a log.
     worker_password_sealed = models.TextField(blank=True, default="", editable=False)
     worker_password_slot = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
-    # Failed logins at the token service within the current window (the
-    # slow-down: connected.tokenservice.authenticate).
-    login_failures = models.PositiveIntegerField(default=0, editable=False)
-    login_failures_since = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -152,6 +152,10 @@ else:
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+# Django's cache holds short-lived counters (the token service's failed
+# attempts): Redis when there is one, shared by every process; else memory.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}} \
+    if REDIS_URL else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # Runs are recorded in the database; task results are not needed.
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -5,8 +5,8 @@ every decision. The HTTP side is in views.
 A request names a service (naming) and carries HTTP Basic credentials: a
 token name and one of its two passwords. Refused: unknown tokens, wrong,
 expired or rotated-out passwords, disabled tokens, tokens with no standing
-at that service, and, after TOKEN_FAILURE_LIMIT failures within
-TOKEN_FAILURE_WINDOW_SECONDS, every attempt until that window ends (429 with
+at that service, and, after TOKEN_FAILURE_LIMIT failures from one client address within
+TOKEN_FAILURE_WINDOW_SECONDS, every attempt from that address until the window ends (429 with
 Retry-After; nothing sleeps). Every decision becomes an AuditEvent naming the
 token, the service, what was asked, granted and denied, and why; never a
 password, a hash or a JWT.
@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
 from django.contrib.auth.hashers import check_password, make_password
-from django.db.models import F, Q
 from django.utils import timezone
 
 from connected.audit import Actor, Source, record
@@ -107,26 +107,33 @@ def _burn_time(password: str) -> None:
     check_password(password, _dummy_hash[0])
 
 
-def _locked_seconds(token: Token, now: dt.datetime) -> int:
-    portal = settings.PORTAL
-    if token.login_failures < portal["TOKEN_FAILURE_LIMIT"] or token.login_failures_since is None:
+# Failures are counted per token AND per client address: a stranger who
+# guesses wrong passwords for a sync token slows down only their own
+# attempts, never the worker that holds the right one. Counted in Django's
+# cache (Redis with REDIS_URL, shared by every web process; else per process).
+def _failure_key(token: Token, client: str) -> str:
+    return f"tokenservice:failures:{token.pk}:{client or '-'}"
+
+
+def _locked_seconds(token: Token, client: str, now: dt.datetime) -> int:
+    count, since = cache.get(_failure_key(token, client)) or (0, None)
+    if count < settings.PORTAL["TOKEN_FAILURE_LIMIT"] or since is None:
         return 0
-    ends = token.login_failures_since + dt.timedelta(seconds=portal["TOKEN_FAILURE_WINDOW_SECONDS"])
-    return max(0, math.ceil((ends - now).total_seconds()))
+    ends = since + settings.PORTAL["TOKEN_FAILURE_WINDOW_SECONDS"]
+    return max(0, math.ceil(ends - now.timestamp()))
 
 
-def _note_failure(token: Token, now: dt.datetime) -> None:
-    window_start = now - dt.timedelta(seconds=settings.PORTAL["TOKEN_FAILURE_WINDOW_SECONDS"])
-    # One conditional UPDATE each: a new window, or one more failure in it.
-    fresh = Token.objects.filter(pk=token.pk).filter(
-        Q(login_failures_since__isnull=True) | Q(login_failures_since__lte=window_start))
-    if not fresh.update(login_failures=1, login_failures_since=now):
-        Token.objects.filter(pk=token.pk).update(login_failures=F("login_failures") + 1)
+def _note_failure(token: Token, client: str, now: dt.datetime) -> None:
+    window = settings.PORTAL["TOKEN_FAILURE_WINDOW_SECONDS"]
+    key = _failure_key(token, client)
+    count, since = cache.get(key) or (0, None)
+    if since is None or since + window <= now.timestamp():
+        count, since = 0, now.timestamp()  # a new window
+    cache.set(key, (count + 1, since), timeout=math.ceil(window) + 1)
 
 
-def _note_success(token: Token) -> None:
-    if token.login_failures:
-        Token.objects.filter(pk=token.pk).update(login_failures=0, login_failures_since=None)
+def _note_success(token: Token, client: str) -> None:
+    cache.delete(_failure_key(token, client))
 
 
 def decide(target: Target, authorization: str | None, scope_values: list[str], client: str = "") -> Decision:
@@ -147,7 +154,7 @@ def decide(target: Target, authorization: str | None, scope_values: list[str], c
         return decision
 
     now = timezone.now()
-    locked = _locked_seconds(token, now)
+    locked = _locked_seconds(token, client, now)
     if locked:
         # The password is not even checked: guessing gains nothing here.
         decision = Decision(429, f"too many failed attempts for token '{token.name}': retry in {locked} s",
@@ -161,11 +168,11 @@ def decide(target: Target, authorization: str | None, scope_values: list[str], c
     elif expired:
         reason, message = f"password{slot} expired", f"password{slot} of token '{token.name}' has expired"
     if reason:
-        _note_failure(token, now)
+        _note_failure(token, client, now)
         decision = Decision(401, message, token)
         _audit(target, username, token, requested, decision, reason, client)
         return decision
-    _note_success(token)
+    _note_success(token, client)
     if token.status != Token.Status.ENABLED:
         decision = Decision(401, f"token '{token.name}' is disabled", token)
         _audit(target, username, token, requested, decision, "token disabled", client, slot)
