@@ -64,7 +64,12 @@ def _on_signal(signum, frame):
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Whoever read our output is gone (`./scripts/demo | head`): keep
+        # going quietly, so that stopping still cleans everything up.
+        sys.stdout = open(os.devnull, "w")
 
 
 def venv_bin(program: str) -> str:
@@ -387,7 +392,21 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+USAGE = """usage: ./scripts/demo
+
+Starts two real registries, the portal, a Celery worker and beat, fills the
+parent with images built on the spot and syncs them to the connected
+registry; prints the URL and a login, then runs until Ctrl-C.
+Environment: PORT (default 8000), REDIS_URL (Celery broker; default: files)."""
+
+
 def main() -> int:
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        say(USAGE)
+        return 0
+    if sys.argv[1:]:
+        print(f"demo: unexpected arguments {' '.join(sys.argv[1:])}\n\n{USAGE}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     demo = Demo()
