@@ -29,20 +29,22 @@ def queue_sync(cr: ConnectedRegistry, trigger: str = SyncRun.Trigger.MANUAL, act
 
 
 def cancel_sync(cr: ConnectedRegistry, actor: Actor | None = None) -> SyncRun:
-    """Cancel the connected registry's queued or running sync. A queued run
-    ends at once; a running one is asked to stop, and its worker stops within
-    seconds, abandoning open uploads and writing no further tag. Returns the run."""
-    run = cr.runs.filter(status__in=(SyncRun.Status.QUEUED, SyncRun.Status.RUNNING)).order_by("-queued_at").first()
-    if run is None:
-        raise ValidationError({"run": [f"no sync of '{cr.name}' is queued or running."]})
+    """Cancel every queued or running sync of the connected registry. Queued
+    runs end at once; a running one is asked to stop, and its worker stops
+    within seconds, abandoning open uploads and writing no further tag.
+    Returns the running run if there is one, else the latest cancelled."""
+    unfinished = cr.runs.filter(status__in=(SyncRun.Status.QUEUED, SyncRun.Status.RUNNING))
+    ids = list(unfinished.order_by("-queued_at", "-pk").values_list("pk", flat=True))
+    if not ids:
+        raise ValidationError({"sync": [f"no sync of '{cr.name}' is queued or running."]})
     with transaction.atomic():
-        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
+        SyncRun.objects.filter(pk__in=ids, status=SyncRun.Status.QUEUED).update(
             status=SyncRun.Status.CANCELLED, finished_at=timezone.now(), error="cancelled before it started")
-        SyncRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+        SyncRun.objects.filter(pk__in=ids).update(cancel_requested=True)
         record(actor or SYSTEM, "connectedRegistry.cancelSync", "connectedRegistry", cr.name, cr.registry.name,
-               {"run": [run.pk, None]})
-    run.refresh_from_db()
-    return run
+               {"runs": [ids, None]})
+    runs = list(SyncRun.objects.filter(pk__in=ids).order_by("-queued_at", "-pk"))
+    return next((r for r in runs if r.status == SyncRun.Status.RUNNING), runs[0])
 
 
 def wait_for_run(run: SyncRun, timeout: float | None = None, poll: float = 0.5,

@@ -82,7 +82,7 @@ def test_a_running_run_stops_within_seconds_and_leaves_the_child_consistent(cr, 
 def test_cancel_without_a_run_says_so(cr):
     with pytest.raises(ValidationError, match="no sync of 'factory01' is queued or running"):
         syncs.cancel_sync(cr)
-    with pytest.raises(CommandError, match="no sync of 'factory01' is queued or running"):
+    with pytest.raises(CommandError, match="--name: no sync of .factory01. is queued or running"):
         call_command("acr", "connected-registry", "cancel", "--registry", "myacrregistry", "--name", "factory01",
                      stdout=io.StringIO(), stderr=io.StringIO())
 
@@ -120,3 +120,10 @@ def test_runs_are_listed_with_progress_and_a_run_with_its_ledger(cr):
                               "digest": "sha256:" + "a" * 64, "bytes": 2048, "reason": None}]
     with pytest.raises(CommandError, match="--run: run 99999 is not a run of 'factory01'"):
         acr("--run", "99999")
+
+
+def test_cancel_ends_every_queued_run_at_once(cr):
+    first = SyncRun.objects.create(connected_registry=cr, trigger="initial")
+    second = SyncRun.objects.create(connected_registry=cr, trigger="manual")
+    syncs.cancel_sync(cr)
+    assert {r.status for r in SyncRun.objects.filter(pk__in=(first.pk, second.pk))} == {"cancelled"}
