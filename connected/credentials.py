@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from . import validation
 from .audit import SYSTEM, Actor, record
+from .health_check import record_state
 from .models import SYNC_TOKEN_DISABLED, ConnectedRegistry, Registry, ScopeMap, Token, sync_token_disabled_detail
 from .operations import NotFound, stop_runs
 from .tokenservice import sealed
@@ -64,8 +65,7 @@ def update_token_status(token: Token, status: str, actor: Actor = SYSTEM) -> Tok
                 cr.connection_state = ConnectedRegistry.ConnectionState.OFFLINE
                 stop_runs(cr, f"the sync token '{token.name}' was disabled")
             cr.status_details = details
-            ConnectedRegistry.objects.filter(pk=cr.pk).update(status_details=details,
-                                                              connection_state=cr.connection_state)
+            record_state(cr, cr.connection_state, details)
     return token
 
 

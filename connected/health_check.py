@@ -24,9 +24,11 @@ FINISHED_SYNCS = (SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL, SyncRun.Stat
 
 
 def record_state(cr: ConnectedRegistry, state: str, details: list[dict], reached: bool = False) -> bool:
-    """Store state and details; a change of state is added to the history.
-    reached: the portal heard from the registry (last activity). Returns
-    whether the state changed."""
+    """Store state and details; a change is added to the history. Syncing is
+    transient (a continuous registry passes through it every few seconds) and
+    is not kept there; a change is judged against the last state the history
+    holds, so a change made elsewhere is not lost. reached: the portal heard
+    from the registry (last activity). Returns whether the history grew."""
     now = timezone.now()
     with transaction.atomic():
         current = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("connection_state", flat=True).first()
@@ -36,10 +38,15 @@ def record_state(cr: ConnectedRegistry, state: str, details: list[dict], reached
         if reached:
             fields["last_activity_at"] = now
         ConnectedRegistry.objects.filter(pk=cr.pk).update(**fields)
-        if current != state:
-            ConnectionStateChange.objects.create(connected_registry_id=cr.pk, at=now, previous_state=current,
-                                                 state=state, status_details=details)
-    return current != state
+        if state == health.SYNCING:
+            return False
+        last = ConnectionStateChange.objects.filter(connected_registry_id=cr.pk).first()
+        previous = last.state if last else (current if current != health.SYNCING else health.OFFLINE)
+        if previous == state:
+            return False
+        ConnectionStateChange.objects.create(connected_registry_id=cr.pk, at=now, previous_state=previous,
+                                             state=state, status_details=details)
+    return True
 
 
 def probe(cr: ConnectedRegistry) -> health.Probe:

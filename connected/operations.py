@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from . import access, syncs, validation
 from .audit import SYSTEM, Actor, changed, record
+from .health_check import record_state
 from .models import ConnectedRegistry, Registry, ScopeMap, SyncRun, Token
 from .registry_client import RegistryError, ping
 
@@ -355,6 +356,7 @@ def deactivate_connected_registry(cr: ConnectedRegistry, actor: Actor = SYSTEM) 
         cr.login_server = ""
         cr.status_details = []
         _save_audited(cr, before, actor, "connectedRegistry.deactivate")
+        record_state(cr, ConnectedRegistry.ConnectionState.OFFLINE, [])
         stop_runs(cr, "the connected registry was deactivated")
     return cr
 

@@ -72,7 +72,13 @@ def test_every_change_is_in_the_history_including_the_runner_s(cr):
     execute_run(SyncRun.objects.create(connected_registry=cr).pk)
     states = list(ConnectionStateChange.objects.filter(connected_registry=cr).order_by("at", "pk")
                   .values_list("previous_state", "state"))
-    assert ("Offline", "Syncing") in states and ("Syncing", "Online") in states
+    assert states == [("Offline", "Online")]  # Syncing is transient: not kept
+    execute_run(SyncRun.objects.create(connected_registry=cr).pk)  # Online -> Syncing -> Online
+    assert ConnectionStateChange.objects.filter(connected_registry=cr).count() == 1
+    ConnectedRegistry.objects.filter(pk=cr.pk).update(connection_state="Offline")  # changed elsewhere
+    health_check.record_state(fresh(cr), "Unhealthy", [])
+    last = ConnectionStateChange.objects.filter(connected_registry=cr).first()
+    assert (last.previous_state, last.state) == ("Online", "Unhealthy")  # no step lost
 
 
 def test_never_deployed_is_offline_without_reasons(parent_registry):

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from connected import schedule
+from connected.health_check import record_state
 from connected.models import ConnectedRegistry, SyncRun
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ def fail_lost_runs(now: dt.datetime) -> int:
             count += SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
                 status=SyncRun.Status.FAILED, finished_at=now,
                 error="worker lost: the worker running this sync stopped answering")
-            ConnectedRegistry.objects.filter(pk=cr.pk, connection_state=ConnectedRegistry.ConnectionState.SYNCING) \
-                .update(connection_state=ConnectedRegistry.ConnectionState.UNHEALTHY, status_details=[{
+            if ConnectedRegistry.objects.filter(pk=cr.pk, connection_state=ConnectedRegistry.ConnectionState.SYNCING) \
+                    .exists():
+                record_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, [{
                     "type": "Sync", "code": "WorkerLost", "description": "the worker running a sync stopped answering",
                     "timestamp": now.isoformat().replace("+00:00", "Z")}])
     count += SyncRun.objects.filter(status=SyncRun.Status.QUEUED, queued_at__lt=now - QUEUED_GIVE_UP).update(
