@@ -9,7 +9,6 @@ Prints one markdown table row per page, for the README's Benchmarks section.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import sys
@@ -33,27 +32,9 @@ def setup_django(data_dir: str) -> None:
 
 
 def populate(rows: int):
-    """rows connected registries in one registry: a third nested, half
-    scheduled (varied crons), all four states, two runs each."""
-    from connected.models import ConnectedRegistry, Registry, SyncRun
+    from devtools.fleet import populate_fleet
 
-    t0 = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
-    registry = Registry.objects.create(name="myacrregistry", login_server="http://127.0.0.1:5001",
-                                       data_endpoint_enabled=True)
-    crs = ConnectedRegistry.objects.bulk_create([
-        ConnectedRegistry(registry=registry, name=f"conn{i:04d}", repositories=["hello-world", "app/frontend"],
-                          sync_schedule="* * * * *" if i % 2 else f"{i % 60} {i % 24} * * *",
-                          sync_window=None if i % 2 else "PT2H", login_server=f"http://10.0.{i // 250}.{i % 250}:5000",
-                          connection_state=ConnectedRegistry.ConnectionState.values[i % 4],
-                          last_sync_at=t0 if i % 3 else None)
-        for i in range(rows)])
-    for i, cr in enumerate(crs):
-        if i % 3 == 2:
-            cr.parent = crs[i - 1]
-    ConnectedRegistry.objects.bulk_update(crs, ["parent"])
-    SyncRun.objects.bulk_create([SyncRun(connected_registry=cr, status=status, tags_failed=i % 2)
-                                 for i, cr in enumerate(crs) for status in ("succeeded", "partial")])
-    return registry
+    return populate_fleet(rows)
 
 
 def measure(client, url: str, requests: int, expected_rows: int) -> tuple[float, int]:

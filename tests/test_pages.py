@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
+from devtools.fleet import populate_fleet
 from connected import operations
 from connected.models import ConnectedRegistry, Registry, SyncRun
 
@@ -292,24 +293,7 @@ def test_status_htmx_returns_the_live_partial(viewer_client, tree):
 # --- constant queries with many rows --------------------------------------------
 
 def populate_many(count: int) -> Registry:
-    """count connected registries, a third of them nested, each with two runs."""
-    registry = Registry.objects.create(name=f"registry{count}", login_server="http://127.0.0.1:5001",
-                                       data_endpoint_enabled=True)
-    rows = []
-    for i in range(count):
-        rows.append(ConnectedRegistry(registry=registry, name=f"conn{i:04d}", repositories=["hello-world"],
-                                      sync_schedule="* * * * *" if i % 2 else f"{i % 60} {i % 24} * * *",
-                                      sync_window=None if i % 2 else "PT2H",
-                                      connection_state=ConnectedRegistry.ConnectionState.values[i % 4],
-                                      last_sync_at=T0 if i % 3 else None))
-    crs = ConnectedRegistry.objects.bulk_create(rows)
-    for i, cr in enumerate(crs):
-        if i % 3 == 2:
-            cr.parent = crs[i - 1]
-    ConnectedRegistry.objects.bulk_update(crs, ["parent"])
-    SyncRun.objects.bulk_create([SyncRun(connected_registry=cr, status=status, tags_failed=i % 2)
-                                 for i, cr in enumerate(crs) for status in ("succeeded", "partial")])
-    return registry
+    return populate_fleet(count, registry_name=f"registry{count}")
 
 
 @pytest.mark.parametrize("page", ["list", "status"])
