@@ -94,3 +94,13 @@ def test_the_detail_page_shows_the_state_history(cr, client, django_user_model):
     client.force_login(user)
     html = client.get(f"/registries/myacrregistry/connected-registries/{cr.name}/").content.decode()
     assert "State history" in html and '<span class="badge state-online">Online</span>' in html
+
+
+def test_check_all_probes_the_fleet_and_stores_each_state(cr, child_registry, registry_factory):
+    execute_run(SyncRun.objects.create(connected_registry=cr).pk)
+    other = operations.create_connected_registry(cr.registry, "store0042", ["hello-world"],
+                                                 login_server=registry_factory("store").url)
+    child_registry.stop()
+    assert health_check.check_all() >= 1
+    assert fresh(cr).connection_state == "Offline" and codes(cr) == ["Unreachable"]
+    assert fresh(other).connection_state != "Offline"
