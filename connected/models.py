@@ -319,6 +319,10 @@ class SyncRun(models.Model):
         WINDOW_CLOSED = "window_closed", "window closed"
         SKIPPED = "skipped", "skipped (another run was active)"
 
+    class Scope(models.TextChoices):
+        FULL = "full", "full comparison"
+        MESSAGES = "messages", "sync messages"
+
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED,
                 Status.WINDOW_CLOSED, Status.SKIPPED)
 
@@ -339,6 +343,9 @@ class SyncRun(models.Model):
     error = models.TextField(blank=True, default="")
     worker = models.CharField(max_length=200, blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
+    # A full comparison looks at every tag of every repository; a messages
+    # run applies only the changes its sync messages name.
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.FULL)
 
     class Meta:
         ordering = ["-queued_at", "-pk"]
@@ -404,6 +411,7 @@ class SyncRunTag(models.Model):
 
 from .access import ScopeMap, Token  # noqa: E402,F401  (see the module docstring)
 from .audit import AuditEvent  # noqa: E402,F401
+from .messages import EventSource, ReceivedEvent, SyncMessage  # noqa: E402,F401
 
 
 class ConnectionStateChange(models.Model):

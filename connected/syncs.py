@@ -11,7 +11,8 @@ from django.utils import timezone
 from .audit import SYSTEM, Actor, record
 from .models import ConnectedRegistry, SyncRun
 
-def queue_sync(cr: ConnectedRegistry, trigger: str = SyncRun.Trigger.MANUAL, actor: Actor | None = None) -> SyncRun:
+def queue_sync(cr: ConnectedRegistry, trigger: str = SyncRun.Trigger.MANUAL, actor: Actor | None = None,
+               scope: str = SyncRun.Scope.FULL) -> SyncRun:
     """Record a queued run and hand it to a worker once the transaction
     commits. Manual requests are audited (scheduled runs are their own record)."""
     from .tasks import sync_connected_registry
@@ -20,7 +21,7 @@ def queue_sync(cr: ConnectedRegistry, trigger: str = SyncRun.Trigger.MANUAL, act
     if blockers:
         raise ValidationError({"sync": [f"cannot sync '{cr.name}': {' '.join(blockers)}"]})
     with transaction.atomic():
-        run = SyncRun.objects.create(connected_registry=cr, trigger=trigger)
+        run = SyncRun.objects.create(connected_registry=cr, trigger=trigger, scope=scope)
         if trigger == SyncRun.Trigger.MANUAL:
             record(actor or SYSTEM, "connectedRegistry.resync", "connectedRegistry", cr.name, cr.registry.name,
                    {"run": [None, run.pk]})

@@ -172,6 +172,9 @@ PORTAL = {
     "DISPATCH_INTERVAL_SECONDS": float(os.environ.get("PORTAL_DISPATCH_INTERVAL", "15")),
     # Continuous mode: the full comparison runs at least this often.
     "CONTINUOUS_SYNC_INTERVAL_SECONDS": float(os.environ.get("PORTAL_CONTINUOUS_INTERVAL", "30")),
+    # With registry events wired (sync messages), the full comparison that
+    # catches anything a lost event missed runs this often instead.
+    "FULL_COMPARISON_INTERVAL_SECONDS": float(os.environ.get("PORTAL_FULL_COMPARISON_INTERVAL", "600")),
     # A sync holds its connected registry's lock for this long and renews it
     # while it works; a lock of a dead worker expires after it.
     "SYNC_LOCK_TTL_SECONDS": float(os.environ.get("PORTAL_SYNC_LOCK_TTL", "120")),

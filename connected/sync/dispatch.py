@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Q
+from django.utils import timezone
 
-from connected import schedule
+from connected import schedule, validation
 from connected.health_check import record_state
 from connected.models import ConnectedRegistry, SyncRun
 
@@ -22,28 +23,99 @@ UNFINISHED = (SyncRun.Status.QUEUED, SyncRun.Status.RUNNING)
 QUEUED_GIVE_UP = dt.timedelta(hours=1)
 
 
-def due_trigger(cr: ConnectedRegistry, last_run: SyncRun | None, now: dt.datetime) -> str | None:
-    """The trigger of the sync cr is due now ("continuous" or "schedule"), or
-    None when nothing is due. last_run is its most recent run, if any."""
-    if last_run is not None and last_run.status in UNFINISHED:
+@dataclass(frozen=True)
+class SyncFacts:
+    """What the dispatcher knows of one connected registry's syncs and messages."""
+    last_run: SyncRun | None = None  # the most recent run, of any kind
+    last_full: SyncRun | None = None  # the most recent full comparison
+    last_good_full_at: dt.datetime | None = None  # when the last successful full comparison was queued
+    pending: int = 0  # sync messages waiting
+    expired: int = 0  # sync messages that expired before anything applied them
+    wired: bool = False  # changes on both sides arrive as messages (see events_wired)
+
+
+def decide(cr: ConnectedRegistry, facts: SyncFacts, now: dt.datetime) -> tuple[str, str] | None:
+    """(trigger, scope) of the run cr is due now, or None when nothing is due.
+
+    Continuous: a full comparison every CONTINUOUS_SYNC_INTERVAL seconds
+    (polling) when changes do not arrive as messages, else every
+    FULL_COMPARISON_INTERVAL seconds as the safety net, and at once when a
+    message expired unapplied; pending messages in between.
+    Scheduled: nothing outside a window. At a window's opening, the pending
+    messages when they can be trusted (events wired, none expired, a
+    successful full comparison within the message TTL), else a full
+    comparison; then, inside the window, new messages as they come, and a
+    failed run tried again."""
+    portal = settings.PORTAL
+    last = facts.last_run
+    if last is not None and last.status in UNFINISHED:
         return None
+    retry = dt.timedelta(seconds=portal["CONTINUOUS_SYNC_INTERVAL_SECONDS"])
+    # After a failure, messages wait for the retry interval (no hot loop on a broken parent).
+    backing_off = last is not None and last.status in (SyncRun.Status.FAILED, SyncRun.Status.PARTIAL) \
+        and last.finished_at is not None and last.finished_at > now - retry
     if cr.is_continuous():
-        interval = dt.timedelta(seconds=settings.PORTAL["CONTINUOUS_SYNC_INTERVAL_SECONDS"])
-        if last_run is None or last_run.queued_at <= now - interval:
-            return SyncRun.Trigger.CONTINUOUS
+        interval = portal["FULL_COMPARISON_INTERVAL_SECONDS"] if facts.wired else portal[
+            "CONTINUOUS_SYNC_INTERVAL_SECONDS"]
+        full = facts.last_full
+        if full is None or full.queued_at <= now - dt.timedelta(seconds=interval) \
+                or (facts.expired and not backing_off):
+            return SyncRun.Trigger.CONTINUOUS, SyncRun.Scope.FULL
+        if facts.pending and not backing_off:
+            return SyncRun.Trigger.MESSAGE, SyncRun.Scope.MESSAGES
         return None
     window = schedule.window_containing(cr.sync_schedule, cr.sync_window_delta(), now)
     if window is None:
-        return None
+        return None  # messages wait for the window
     start, _end = window
-    if last_run is None or last_run.queued_at < start:
-        return SyncRun.Trigger.SCHEDULE
-    # Inside the window, a run that did not finish its work is tried again.
-    retry = dt.timedelta(seconds=settings.PORTAL["CONTINUOUS_SYNC_INTERVAL_SECONDS"])
-    if last_run.status in (SyncRun.Status.FAILED, SyncRun.Status.PARTIAL, SyncRun.Status.SKIPPED) \
-            and last_run.finished_at and last_run.finished_at <= now - retry:
-        return SyncRun.Trigger.SCHEDULE
+    ttl = validation.parse_duration(cr.message_ttl, "message_ttl")
+    trusted = facts.wired and not facts.expired and facts.last_good_full_at is not None \
+        and facts.last_good_full_at > now - ttl
+    opening = last is None or last.queued_at < start
+    failed = last is not None and last.status in (SyncRun.Status.FAILED, SyncRun.Status.PARTIAL,
+                                                  SyncRun.Status.SKIPPED) \
+        and last.finished_at is not None and last.finished_at <= now - retry
+    if opening or failed:
+        if not trusted:
+            return SyncRun.Trigger.SCHEDULE, SyncRun.Scope.FULL
+        return (SyncRun.Trigger.SCHEDULE, SyncRun.Scope.MESSAGES) if facts.pending else None
+    if facts.pending and not backing_off:
+        return SyncRun.Trigger.MESSAGE, SyncRun.Scope.MESSAGES
     return None
+
+
+def due_trigger(cr: ConnectedRegistry, last_run: SyncRun | None, now: dt.datetime) -> str | None:
+    """The trigger due now for a connected registry with no messages and no
+    events wired, whose only run is last_run (see decide)."""
+    decided = decide(cr, SyncFacts(last_run=last_run, last_full=last_run), now)
+    return decided[0] if decided else None
+
+
+def events_wired(cr: ConnectedRegistry) -> bool:
+    """True when every change cr must apply arrives as a message: its parent
+    side sends events (the registry has an events secret; a ReadOnly parent
+    connected registry changes only through the portal's syncs, which send
+    messages themselves) and, for a ReadWrite cr, cr itself sends them."""
+    from connected.messages import EventSource
+
+    if cr.parent_id is None:
+        parent_side = EventSource.objects.filter(registry_id=cr.registry_id, connected_registry__isnull=True).exists()
+    else:
+        parent_side = cr.parent.mode == ConnectedRegistry.Mode.READ_ONLY \
+            or EventSource.objects.filter(connected_registry_id=cr.parent_id).exists()
+    own_side = cr.mode == ConnectedRegistry.Mode.READ_ONLY \
+        or EventSource.objects.filter(connected_registry_id=cr.pk).exists()
+    return parent_side and own_side
+
+
+def facts_of(cr: ConnectedRegistry, now: dt.datetime) -> SyncFacts:
+    runs = cr.runs.order_by("-queued_at", "-pk")
+    fulls = runs.filter(scope=SyncRun.Scope.FULL)
+    good = fulls.filter(status=SyncRun.Status.SUCCEEDED).values_list("queued_at", flat=True).first()
+    messages = cr.messages.all()
+    return SyncFacts(last_run=runs.first(), last_full=fulls.exclude(status=SyncRun.Status.SKIPPED).first(),
+                     last_good_full_at=good, pending=messages.pending(now).count(),
+                     expired=messages.expired(now).count(), wired=events_wired(cr))
 
 
 def window_deadline(cr: ConnectedRegistry, trigger: str, now: dt.datetime) -> dt.datetime | None:
@@ -107,15 +179,39 @@ def prune_runs(now: dt.datetime, max_age: dt.timedelta, keep_last: int) -> int:
     return deleted
 
 
-def dispatch_due(now: dt.datetime) -> list[SyncRun]:
-    """Queue a run for every connected registry that is due one. Returns them."""
+def dispatch_one(cr: ConnectedRegistry, now: dt.datetime) -> SyncRun | None:
+    """Queue the run cr is due now, if any (see decide). Returns it."""
     from connected.syncs import queue_sync
 
+    decided = decide(cr, facts_of(cr, now), now)
+    if decided is None or cr.is_sync_locked(now) or cr.sync_blockers():
+        return None
+    trigger, scope = decided
+    return queue_sync(cr, trigger, scope=scope)
+
+
+def dispatch_due(now: dt.datetime) -> list[SyncRun]:
+    """Queue a run for every connected registry that is due one. Returns them."""
     fail_lost_runs(now)
     queued = []
     for cr in syncable():
-        last_run = cr.runs.order_by("-queued_at", "-pk").first()
-        trigger = due_trigger(cr, last_run, now)
-        if trigger and not cr.is_sync_locked(now) and not cr.sync_blockers():
-            queued.append(queue_sync(cr, trigger))
+        run = dispatch_one(cr, now)
+        if run is not None:
+            queued.append(run)
+    return queued
+
+
+def dispatch_now(pks) -> list[SyncRun]:
+    """Queue at once the runs that the connected registries pks are due
+    (new messages arrived for them), without waiting for beat."""
+    now = timezone.now()
+    queued = []
+    for cr in syncable().filter(pk__in=list(pks)):
+        try:
+            run = dispatch_one(cr, now)
+        except Exception:  # one refusal must not stop the others
+            log.exception("dispatching %s failed", cr.name)
+            continue
+        if run is not None:
+            queued.append(run)
     return queued

@@ -122,18 +122,27 @@ class RepositorySync:
 
     # --- the run --------------------------------------------------------------
 
-    def sync(self, repositories: list[str]) -> SyncResult:
+    def sync(self, repositories: list[str], only_tags: dict[str, set[str]] | None = None) -> SyncResult:
+        """Sync the repositories. only_tags limits some of them to the tags
+        named (a sync message's changes): only those are compared, copied or
+        deleted there, and nothing is purged."""
         result = SyncResult()
+        only_tags = only_tags or {}
+
+        def wanted(repo: str, tags) -> list[str]:
+            return [t for t in tags if repo not in only_tags or t in only_tags[repo]]
+
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="sync") as pool:
             self._pool = pool
             listings = self._map(lambda repo: self.list_both(repo, result), repositories)
             child_tags = {repo: set(listed or ()) for repo, (_, listed) in zip(repositories, listings)}
             compared = self._map(lambda rt: self.guard(rt, lambda r, t: self._compare(r, t, child_tags[r])), [
-                (repo, tag) for repo, (parent_tags, _) in zip(repositories, listings) for tag in parent_tags])
+                (repo, tag) for repo, (parent_tags, _) in zip(repositories, listings)
+                for tag in wanted(repo, parent_tags)])
             copies = [c for c in compared if isinstance(c, TagCopy)]
             done = [c for c in compared if isinstance(c, TagResult)]
             deletes = [(repo, tag) for repo, (parent_tags, child_tags) in zip(repositories, listings)
-                       for tag in self._deletable(repo, parent_tags, child_tags)]
+                       for tag in wanted(repo, self._deletable(repo, parent_tags, child_tags))]
             planned = self._map(lambda c: self.guard((c.repo, c.tag), lambda r, t: self.plan(c)), copies)
             copies = [c for c in planned if isinstance(c, TagCopy)]
             done += [p for p in planned if isinstance(p, TagResult)]
@@ -146,7 +155,7 @@ class RepositorySync:
                 self._finish(result, tag_result)
             for tag_result in self._as_done(lambda rt: self.guard(rt, self.delete), deletes):
                 self._finish(result, tag_result)
-            if self.purge_unlisted and not self.observer.stop_reason():
+            if self.purge_unlisted and not only_tags and not self.observer.stop_reason():
                 self._purge_unlisted(repositories, result)
         result.stopped = self.observer.stop_reason()
         result.bytes_moved = self._moved

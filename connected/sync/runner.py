@@ -19,7 +19,10 @@ from connected.models import ConnectedRegistry, SyncRun, SyncRunTag
 from connected.registry_client import AuthError, RegistryClient, RegistryError
 
 from .credentials import explain_refusal, sync_credentials
-from .engine import SyncObserver, SyncResult, TagResult, sync_repositories
+from connected.events import notify_after_run
+
+from . import inbox
+from .engine import RepositorySync, SyncObserver, SyncResult, TagResult
 from .twoway import TwoWaySync
 
 log = logging.getLogger(__name__)
@@ -148,14 +151,26 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
         return _finish(run, SyncRun.Status.SKIPPED, "another sync of this connected registry was running")
     progress = RunProgress(deadline, clock, lease_valid_until=timezone.now() + lease.ttl)
     heartbeat = Heartbeat(run, lease, progress, interval=min(2.0, portal["SYNC_LOCK_TTL_SECONDS"] / 4))
+    messages, result, follow_up = [], None, set()
     try:
+        only_tags = None
+        if run.scope == SyncRun.Scope.MESSAGES:
+            messages = inbox.take(cr, run)
+            repositories, only_tags = inbox.scope(cr, messages)
+            if not repositories:
+                inbox.settle(cr, run, SyncResult(), messages)
+                return _finish(run, SyncRun.Status.SUCCEEDED)
         _set_state(cr, ConnectedRegistry.ConnectionState.SYNCING)
         heartbeat.start()
         try:
-            result = _copy(cr, run, progress)
+            result = _copy(cr, run, progress, repositories if only_tags is not None else None, only_tags)
         finally:
             heartbeat.stop()
-        return _record(run, cr, result, progress)
+        run = _record(run, cr, result, progress)
+        inbox.settle(cr, run, result, messages)
+        # The changes this run made, passed on; and messages that came in meanwhile.
+        follow_up = notify_after_run(cr, result.tags) | {cr.pk}
+        return run
     except RegistryError as e:
         _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", str(e))
         return _finish(run, SyncRun.Status.FAILED, str(e), progress.snapshot())
@@ -164,7 +179,20 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
         _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", f"internal error: {e}")
         return _finish(run, SyncRun.Status.FAILED, f"internal error: {type(e).__name__}: {e}", progress.snapshot())
     finally:
+        if result is None and messages:
+            inbox.settle(cr, run, None, messages)  # released for the next run
         lease.release()
+        if follow_up:
+            _dispatch_follow_up(follow_up)
+
+
+def _dispatch_follow_up(pks: set[int]) -> None:
+    from .dispatch import dispatch_now
+
+    try:
+        dispatch_now(pks)
+    except Exception:  # beat's dispatcher catches up
+        log.exception("dispatching follow-up syncs failed")
 
 
 def _client(url: str, cr: ConnectedRegistry) -> RegistryClient:
@@ -174,7 +202,10 @@ def _client(url: str, cr: ConnectedRegistry) -> RegistryClient:
                           max_connections=2 * settings.PORTAL["SYNC_PARALLEL_BLOBS"] + 4)
 
 
-def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress) -> SyncResult:
+def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress, repositories: list[str] | None = None,
+          only_tags: dict[str, set[str]] | None = None) -> SyncResult:
+    """Sync cr's repositories (or those given, limited to only_tags)."""
+    repositories = list(cr.repositories) if repositories is None else repositories
     with _client(cr.parent_login_server(), cr) as source, _client(cr.login_server, cr) as dest:
         for who, client in (("the parent", source), ("the connected registry", dest)):
             try:
@@ -187,28 +218,41 @@ def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress) -> SyncRes
         if not read_only:
             # Pushes at the child go up, the parent's changes come down.
             return TwoWaySync(source, dest, agreed_digests(cr), parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"],
-                              observer=progress, conflict_suffix=cr.name).sync(list(cr.repositories))
-        return sync_repositories(
-            source, dest, list(cr.repositories), parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"],
+                              observer=progress, conflict_suffix=cr.name).sync(repositories, only_tags)
+        return RepositorySync(
+            source, dest, parallelism=settings.PORTAL["SYNC_PARALLEL_BLOBS"],
             observer=progress,
             # A ReadOnly child mirrors: whatever the parent lacks goes.
-            delete_policy="mirror", purge_unlisted=True,
+            # Repositories dropped from the list are purged by full comparisons.
+            delete_policy="mirror", purge_unlisted=run.scope == SyncRun.Scope.FULL,
             # Routine runs of a ReadOnly child (nobody pushes to it) trust
             # what the last run left there; initial and manual runs compare
             # both sides in full.
-            known_child_digests=last_known_digests(cr) if run.trigger in ROUTINE_TRIGGERS else None)
+            known_child_digests=last_known_digests(cr) if run.trigger in ROUTINE_TRIGGERS else None,
+        ).sync(repositories, only_tags)
 
 
 ROUTINE_TRIGGERS = (SyncRun.Trigger.CONTINUOUS, SyncRun.Trigger.SCHEDULE, SyncRun.Trigger.MESSAGE)
 
 
 def last_known_digests(cr: ConnectedRegistry) -> dict[tuple[str, str], str]:
-    """(repository, tag) -> digest, as the last run that got through left them on the child."""
-    last = cr.runs.filter(status__in=(SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL)).order_by("-finished_at").first()
-    if last is None:
+    """(repository, tag) -> digest, as the last full comparison that got
+    through left them on the child, updated by the runs since (messages runs
+    touch a few tags each)."""
+    through = (SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL)
+    last_full = cr.runs.filter(status__in=through, scope=SyncRun.Scope.FULL).order_by("-queued_at", "-pk").first()
+    if last_full is None:
         return {}
-    rows = last.tags.filter(outcome__in=SyncRunTag.AGREED)
-    return {(r, t): d for r, t, d in rows.values_list("repository", "tag", "digest")}
+    rows = SyncRunTag.objects.filter(run__connected_registry=cr, run__status__in=through,
+                                     run__queued_at__gte=last_full.queued_at) \
+        .order_by("run__queued_at", "run_id").values_list("repository", "tag", "digest", "outcome")
+    known: dict[tuple[str, str], str] = {}
+    for repo, tag, digest, outcome in rows:
+        if outcome in SyncRunTag.AGREED and digest:
+            known[(repo, tag)] = digest
+        else:
+            known.pop((repo, tag), None)  # deleted, or failed: ask the child
+    return known
 
 
 def agreed_digests(cr: ConnectedRegistry) -> dict[tuple[str, str], str]:

@@ -49,8 +49,11 @@ class TwoWaySync:
         self.parallelism = max(1, parallelism)
         self.conflict_suffix = conflict_suffix
 
-    def sync(self, repositories: list[str]) -> SyncResult:
+    def sync(self, repositories: list[str], only_tags: dict[str, set[str]] | None = None) -> SyncResult:
+        """Sync the repositories both ways; only_tags limits some of them to
+        the tags named (see RepositorySync.sync)."""
         result = SyncResult()
+        only_tags = only_tags or {}
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="sync2") as pool:
             listings = list(pool.map(lambda repo: self.down.list_both(repo, result), repositories))
             pairs = []
@@ -59,7 +62,8 @@ class TwoWaySync:
                     continue  # the child could not be listed: nothing to decide for this repository
                 # An empty or failed listing of the parent never deletes anything.
                 may_delete = bool(parent_tags)
-                pairs += [(repo, tag, may_delete) for tag in sorted(set(parent_tags) | set(child_tags))]
+                pairs += [(repo, tag, may_delete) for tag in sorted(set(parent_tags) | set(child_tags))
+                          if repo not in only_tags or tag in only_tags[repo]]
             decided = list(pool.map(lambda item: self.down.guard(item[:2], lambda r, t: self._decide(r, t, item[2])),
                                     pairs))
             work = [d for d in decided if d is not None and not isinstance(d, TagResult)]
