@@ -202,6 +202,22 @@ def _fan_out(source: EventSource, event: Event, stored: ReceivedEvent, now: dt.d
     return made, "" if made else "the same change is already waiting"
 
 
+def generate_secret(registry, connected_registry=None, actor=None) -> tuple[EventSource, str]:
+    """A new events secret for the registry or connected registry (the old
+    one stops working), audited without the secret. Returns the source and
+    the secret in clear, to be shown once."""
+    from .audit import record
+
+    with transaction.atomic():
+        source, clear = EventSource.generate(registry, connected_registry)
+        if connected_registry is None:
+            record(actor, "registry.generateEventsSecret", "registry", registry.name, registry.name)
+        else:
+            record(actor, "connectedRegistry.generateEventsSecret", "connectedRegistry", connected_registry.name,
+                   registry.name)
+    return source, clear
+
+
 def notify_after_run(cr, tags, now: dt.datetime | None = None) -> set[int]:
     """After a run of cr changed tags (TagResults), the messages those
     changes call for: tags that came down go on to cr's children; tags cr

@@ -206,6 +206,15 @@ class ConnectedRegistry(models.Model):
         except Token.DoesNotExist:
             return None
 
+    def event_source_or_none(self):
+        """Its EventSource (it sends webhook events to the portal), or None."""
+        from .messages import EventSource
+
+        try:
+            return self.event_source
+        except EventSource.DoesNotExist:
+            return None
+
     def current_status_details(self) -> list[dict]:
         """The stored status details, plus why sync is stopped when the sync
         token is disabled (a run finishing after the token was disabled may

@@ -33,6 +33,7 @@ EXAMPLES = {
                     "--repository hello-world content/read metadata/read",
     "token_service_export": "python manage.py acr token-service export --registry myacrregistry "
                             "--connected-registry myconnectedregistry --output-dir ./registry-auth",
+    "events_secret_generate": "python manage.py acr events-secret generate --registry myacrregistry",
     "token_update": "python manage.py acr token update --registry myacrregistry "
                     "--name myconnectedregistry-sync-token --status disabled",
     "token_credential_generate": "python manage.py acr token credential generate --registry myacrregistry "
@@ -199,6 +200,16 @@ def add_arguments(parser) -> None:
                         help="A connected registry of --registry (its own service).")
     export.add_argument("--output-dir", required=True, metavar="DIR", help="Where to write the files.")
     export.add_argument("--portal-url", metavar="URL", help="The portal as registries reach it (default PORTAL_URL).")
+
+    events = group(commands, "events-secret", "The secret a registry sends its webhook events to the portal with.")
+    generate_secret = command(events, "generate", "Generate the events secret of a registry or connected registry "
+                                                  "(shown once) and print its notifications block.",
+                              "events_secret_generate", True)
+    generate_secret.add_argument("--connected-registry", metavar="NAME",
+                                 help="A connected registry of --registry (its own events).")
+    generate_secret.add_argument("--portal-url", metavar="URL",
+                                 help="The portal as registries reach it (default PORTAL_URL).")
+    yes_flag(generate_secret)
 
     scope_maps = group(commands, "scope-map", "Show scope maps.")
     output_flag(command(scope_maps, "show", "Show a scope map and its actions.", "scope_map_show", True,

@@ -97,7 +97,8 @@ def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, r
                           "stops working (the other password keeps working).", yes)
     settings = credentials.get_settings(cr, parent_protocol, generate_password, actor=cmd.actor)
     if registry_config:
-        settings.update(config_files.write_registry_config(cr, registry_config, storage_dir, http_addr, portal_url))
+        settings.update(config_files.write_registry_config(cr, registry_config, storage_dir, http_addr, portal_url,
+                                                           actor=cmd.actor))
     cmd.emit(settings)
     base.warn(cmd, credentials.settings_warnings(cr))
 

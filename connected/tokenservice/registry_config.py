@@ -74,11 +74,24 @@ def default_http_addr(cr) -> str:
     return ":5000"
 
 
+def notifications_block(events_secret: str, public_url: str | None = None, name: str = "registry-portal") -> dict:
+    """The `notifications:` section that sends a registry's events to the
+    portal's /events/ with its events secret. Pulls and blob events carry no
+    change of a tag: they are not sent."""
+    public_url = (public_url or settings.PORTAL["PUBLIC_URL"]).rstrip("/")
+    return {"events": {"includereferences": True}, "endpoints": [{
+        "name": name, "url": f"{public_url}/events/",
+        "headers": {"Authorization": [f"Bearer {events_secret}"]},
+        "timeout": "5s", "threshold": 5, "backoff": "2s",
+        "ignoredmediatypes": ["application/octet-stream"],
+        "ignore": {"actions": ["pull", "mount"]}}]}
+
+
 def distribution_config(cr, bundle_path: Path | str, storage_dir: str, http_addr: str,
-                        public_url: str | None = None) -> dict:
+                        public_url: str | None = None, events_secret: str | None = None) -> dict:
     public_url = (public_url or settings.PORTAL["PUBLIC_URL"]).rstrip("/")
     service = service_of(cr.registry, cr)
-    return {
+    config = {
         "version": 0.1,
         "log": {"level": "info", "fields": {"service": service}},
         "storage": {"filesystem": {"rootdirectory": storage_dir}, "delete": {"enabled": True},
@@ -87,25 +100,26 @@ def distribution_config(cr, bundle_path: Path | str, storage_dir: str, http_addr
         "http": {"addr": http_addr, "secret": secrets.token_urlsafe(32),
                  "headers": {"X-Content-Type-Options": ["nosniff"]}},
         "auth": auth_block(service, bundle_path, public_url),
-        # The portal's receiver of registry events (/events/) is a later
-        # piece of work; distribution retries with backoff until it answers.
-        "notifications": {"events": {"includereferences": True}, "endpoints": [{
-            "name": "registry-portal", "url": f"{public_url}/events/",
-            "headers": {"X-Registry-Service": [service]},
-            "timeout": "5s", "threshold": 5, "backoff": "10s",
-            "ignoredmediatypes": ["application/octet-stream"]}]},
         "health": {"storagedriver": {"enabled": True, "interval": "30s", "threshold": 3}},
     }
+    if events_secret:
+        config["notifications"] = notifications_block(events_secret, public_url)
+    return config
 
 
 def write_registry_config(cr, output_dir: Path | str, storage_dir: str | None = None, http_addr: str | None = None,
-                          public_url: str | None = None) -> dict:
+                          public_url: str | None = None, actor=None) -> dict:
     """config.yml and the bundle in output_dir; the storage under it unless
     told otherwise. Returns the paths and the command that starts it."""
     output_dir = Path(output_dir).resolve()
     bundle = write_bundle(output_dir)
     storage = storage_dir or str(output_dir / "storage")
-    config = distribution_config(cr, bundle, storage, http_addr or default_http_addr(cr), public_url)
+    # The instance's events (pushes at a ReadWrite one, the syncs' writes)
+    # reach the portal with a secret of its own, new with each config.
+    from connected.events import generate_secret
+
+    _source, events_secret = generate_secret(cr.registry, cr, actor)
+    config = distribution_config(cr, bundle, storage, http_addr or default_http_addr(cr), public_url, events_secret)
     path = output_dir / CONFIG_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -17,10 +17,10 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from connected import cli_output
 from connected.audit import Actor
-from connected.cli import arguments, connected_registries, registries, tokens
+from connected.cli import arguments, connected_registries, events, registries, tokens
 from connected.cli.base import AcrParser, user_error
 
-HANDLERS = {**registries.HANDLERS, **connected_registries.HANDLERS, **tokens.HANDLERS}
+HANDLERS = {**registries.HANDLERS, **connected_registries.HANDLERS, **tokens.HANDLERS, **events.HANDLERS}
 
 
 class Command(BaseCommand):
