@@ -97,11 +97,39 @@ def portal(tmp_path, redis_server):
             procs.append(proc)
             return proc
 
+        def serve(self):
+            """Start the portal's web server (gunicorn) on a free port, with
+            PORTAL_URL set to it for every process started afterwards;
+            returns the URL."""
+            from devtools.processes import free_port, wait_for_port
+
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env["PORTAL_URL"] = url
+            log = open(tmp_path / "web.log", "wb")
+            proc = subprocess.Popen([str(BIN / "gunicorn"), "registry_portal.wsgi", "--workers", "2",
+                                     "--bind", f"127.0.0.1:{port}", "--timeout", "60"], cwd=ROOT, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append(proc)
+            wait_for_port(port, timeout=30, proc=proc)
+            return url
+
+        def events_secret(self, registry, connected_registry=None):
+            """A new events secret for the registry (or connected registry)."""
+            import json
+
+            args = ["acr", "events-secret", "generate", "--registry", registry, "--yes"]
+            if connected_registry:
+                args += ["--connected-registry", connected_registry]
+            return json.loads(self.manage(*args).stdout)["header"].split(" ", 2)[-1]
+
         def runs(self):
             with sqlite3.connect(self.data_dir / "portal.sqlite3") as db:
                 db.row_factory = sqlite3.Row
                 return [dict(r) for r in db.execute(
-                    "SELECT id, trigger, status, started_at, finished_at, error FROM connected_syncrun ORDER BY id")]
+                    "SELECT r.id, c.name AS registry, r.trigger, r.scope, r.status, r.started_at, r.finished_at, "
+                    "r.error FROM connected_syncrun r JOIN connected_connectedregistry c "
+                    "ON c.id = r.connected_registry_id ORDER BY r.id")]
 
     p = Portal()
     p.manage("migrate", "--noinput")
