@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from connected import schedule, validation
@@ -183,11 +184,15 @@ def dispatch_one(cr: ConnectedRegistry, now: dt.datetime) -> SyncRun | None:
     """Queue the run cr is due now, if any (see decide). Returns it."""
     from connected.syncs import queue_sync
 
-    decided = decide(cr, facts_of(cr, now), now)
-    if decided is None or cr.is_sync_locked(now) or cr.sync_blockers():
-        return None
-    trigger, scope = decided
-    return queue_sync(cr, trigger, scope=scope)
+    # Web processes (events) and beat may dispatch one registry at the same
+    # moment: its row, locked for the decision, lets one of them queue.
+    with transaction.atomic():
+        ConnectedRegistry.objects.select_for_update().filter(pk=cr.pk).first()
+        decided = decide(cr, facts_of(cr, now), now)
+        if decided is None or cr.is_sync_locked(now) or cr.sync_blockers():
+            return None
+        trigger, scope = decided
+        return queue_sync(cr, trigger, scope=scope)
 
 
 def dispatch_due(now: dt.datetime) -> list[SyncRun]:
