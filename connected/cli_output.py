@@ -96,6 +96,29 @@ def connected_registry_to_dict(cr: ConnectedRegistry) -> dict:
     }
 
 
+def gateway_config_to_dict(cr: ConnectedRegistry) -> dict:
+    """What the edge agent reads from the gateway API (GET .../config): the
+    properties it acts on, in the public API's camelCase names."""
+    data = connected_registry_to_dict(cr)
+    sync = data["parent"]["syncProperties"]
+    return {
+        "id": data["id"],
+        "name": data["name"],
+        "mode": data["mode"],
+        "parent": {"name": cr.parent_name(),
+                   "id": connected_registry_id(cr.parent) if cr.parent_id else registry_id(cr.registry)},
+        "loginServer": data["loginServer"],
+        "gatewayEndpoint": sync["gatewayEndpoint"],
+        "dataEndpointEnabled": cr.registry.data_endpoint_enabled,
+        "syncProperties": {"schedule": sync["schedule"], "syncWindow": sync["syncWindow"],
+                           "messageTtl": sync["messageTtl"], "lastSyncTime": sync["lastSyncTime"]},
+        "repositories": data["repositories"],
+        "logging": data["logging"],
+        "activation": data["activation"],
+        "connectionState": data["connectionState"],
+    }
+
+
 def sync_token_name(cr: ConnectedRegistry) -> str:
     token = cr.sync_token_or_none()
     return token.name if token is not None else access.sync_token_name(cr.name)
@@ -271,3 +294,11 @@ def run_outcome(run: SyncRun) -> str:
     if run.error:
         lines.append(f"  error: {run.error}")
     return "\n".join(lines)
+
+MESSAGE_COLUMNS = ("ID", "ACTION", "SUBJECT", "DIRECTION", "ORIGIN", "CREATED (UTC)", "EXPIRES (UTC)", "STATUS")
+
+
+def message_row(message, now: dt.datetime | None = None) -> list:
+    """A sync message as `acr connected-registry messages --output table` shows it."""
+    return [message.pk, message.action, message.subject(), message.direction, message.origin,
+            table_time(message.created_at), table_time(message.expires_at), message.status(now)]

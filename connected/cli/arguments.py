@@ -27,6 +27,7 @@ EXAMPLES = {
     "cr_resync": f"{CR} resync --registry myacrregistry --name myconnectedregistry --wait",
     "cr_cancel": f"{CR} cancel --registry myacrregistry --name myconnectedregistry --wait",
     "cr_runs": f"{CR} runs --registry myacrregistry --name myconnectedregistry --output table",
+    "cr_messages": f"{CR} messages --registry myacrregistry --name myconnectedregistry --output table",
     "token_show": "python manage.py acr token show --registry myacrregistry --name myconnectedregistry-sync-token "
                   "--query scopeMapId",
     "token_create": "python manage.py acr token create --registry myacrregistry --name mytoken "
@@ -161,6 +162,13 @@ def add_arguments(parser) -> None:
     cr_runs.add_argument("--run", type=positive_count, metavar="ID", help="Show this run and its ledger.")
     cr_runs.add_argument("--top", type=positive_count, default=10, metavar="N", help="How many recent runs (default 10).")
     output_flag(cr_runs)
+
+    cr_messages = cr_command("messages", "List the sync messages waiting for a connected registry (pending), "
+                                         "or with --all the recent ones of every status.")
+    cr_messages.add_argument("--all", action="store_true", dest="all_messages",
+                             help="The last 200 messages, pending, applied or expired (oldest first, as "
+                                  "without it).")
+    output_flag(cr_messages)
 
     # --- tokens and scope maps -----------------------------------------------------------
     tokens = group(commands, "token", "Manage tokens (client tokens, and sync tokens of connected registries).")

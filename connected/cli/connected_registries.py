@@ -1,9 +1,10 @@
 """`acr connected-registry ...`: create, update, repo, show, list,
-get-settings, activate, deactivate, delete, resync, cancel."""
+get-settings, activate, deactivate, delete, resync, cancel, runs, messages."""
 from __future__ import annotations
 
 from django.core.management.base import CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from connected import cli_output, client_tokens, credentials, operations, syncs, validation
 from connected.models import SyncRun
@@ -171,6 +172,22 @@ def runs(cmd, registry, name, run, top, output, **_):
              [cli_output.run_row(r) for r in recent])
 
 
+ALL_MESSAGES = 200
+
+
+def messages(cmd, registry, name, all_messages, output, **_):
+    """Pending messages, or with --all the last ALL_MESSAGES of every status;
+    oldest first either way (the order the gateway serves them)."""
+    cr = base.connected_registry(registry, name)
+    now = timezone.now()
+    if all_messages:
+        found = list(cr.messages.order_by("-created_at", "-pk")[:ALL_MESSAGES])[::-1]
+    else:
+        found = list(cr.messages.pending(now).order_by("created_at", "pk"))
+    cmd.emit([m.as_json() for m in found], output, cli_output.MESSAGE_COLUMNS,
+             [cli_output.message_row(m, now) for m in found])
+
+
 def _wait(cmd, run, timeout):
     """Wait for run to end, printing its outcome; a hint if no worker takes it."""
     def stuck(run):
@@ -186,4 +203,5 @@ def _wait(cmd, run, timeout):
 
 HANDLERS = {"cr_create": create, "cr_update": update, "cr_repo": repo, "cr_show": show, "cr_list": list_,
             "cr_get_settings": get_settings, "cr_activate": activate, "cr_deactivate": deactivate,
-            "cr_delete": delete, "cr_resync": resync, "cr_cancel": cancel, "cr_runs": runs}
+            "cr_delete": delete, "cr_resync": resync, "cr_cancel": cancel, "cr_runs": runs,
+            "cr_messages": messages}

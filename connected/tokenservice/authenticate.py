@@ -208,3 +208,12 @@ def _audit(target: Target, username: str, token: Token | None, requested, decisi
     log.info("token service %s: %s for %s at %s%s", "granted" if granted else "refused",
              changes.get("granted", [None, []])[1] if granted else reason, name, target.service,
              f" (denied {', '.join(denied)})" if denied else "")
+
+
+# Public names for the other door that takes token credentials, the gateway
+# API (connected.api.gateway): the same timing for unknown names and the same
+# failure counters, so a guesser gains nothing by switching doors.
+burn_time = _burn_time
+locked_seconds = _locked_seconds
+note_failure = _note_failure
+note_success = _note_success
