@@ -169,7 +169,9 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
         run = _record(run, cr, result, progress)
         inbox.settle(cr, run, result, messages)
         # The changes this run made, passed on; and messages that came in meanwhile.
-        follow_up = notify_after_run(cr, result.tags) | {cr.pk}
+        follow_up = notify_after_run(cr, result.tags)
+        if cr.messages.pending().exists():
+            follow_up.add(cr.pk)
         return run
     except RegistryError as e:
         _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", str(e))
