@@ -234,8 +234,11 @@ def notify_after_run(cr, tags, now: dt.datetime | None = None) -> set[int]:
             if change.repository not in target.repositories:
                 continue
             action = SyncMessage.Action.DELETE if change.outcome == "deleted" else SyncMessage.Action.PUSH
-            if add_message(target, action=action, repository=change.repository, tag=change.tag,
-                           digest=change.digest, origin=origin, direction=direction, now=now):
+            # A conflict wrote a second tag (the kept version, named in the
+            # ledger's reason only): the whole repository is compared.
+            tag, digest = ("", "") if change.outcome == "conflict" else (change.tag, change.digest)
+            if add_message(target, action=action, repository=change.repository, tag=tag,
+                           digest=digest, origin=origin, direction=direction, now=now):
                 concerned_pks.add(target.pk)
 
     children = list(ConnectedRegistry.objects.filter(parent=cr))

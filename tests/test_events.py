@@ -200,3 +200,13 @@ def test_after_a_run_changes_go_on_to_children_and_siblings(fleet):
     assert events.notify_after_run(crs["vessel"], [pushed]) == {crs["factory"].pk, crs["stores"].pk}
     # In sync: nothing to pass on.
     assert events.notify_after_run(crs["factory"], [TagResult("hello-world", "1", "in_sync", "x")]) == set()
+
+
+def test_a_conflict_has_the_siblings_compare_the_whole_repository(fleet):
+    from connected.sync.engine import TagResult
+
+    registry, crs = fleet
+    conflict = TagResult("hello-world", "1.0", "conflict", "sha256:" + "d" * 64, reason="kept as 1.0-conflict-...")
+    assert events.notify_after_run(crs["vessel"], [conflict]) == {crs["factory"].pk, crs["stores"].pk}
+    for message in SyncMessage.objects.all():
+        assert (message.tag, message.digest, message.subject()) == ("", "", "hello-world (every tag)")
