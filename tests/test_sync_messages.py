@@ -204,3 +204,12 @@ def test_the_engine_limited_to_tags_touches_nothing_else(parent_registry, child_
         deleted = RepositorySync(parent, child, delete_policy="mirror").sync(
             ["hello-world"], only_tags={"hello-world": {"1.0"}})
         assert [(t.tag, t.outcome) for t in deleted.tags] == [("1.0", "deleted")]
+
+
+def test_messages_applied_inside_a_window_stop_at_its_end():
+    daily = cr("0 12 * * *", "PT2H")
+    inside = NOON + dt.timedelta(minutes=30)
+    assert dispatch.window_deadline(daily, "message", inside) == NOON + dt.timedelta(hours=2)
+    assert dispatch.window_deadline(daily, "schedule", inside) == NOON + dt.timedelta(hours=2)
+    assert dispatch.window_deadline(daily, "manual", inside) is None
+    assert dispatch.window_deadline(cr(), "message", inside) is None  # continuous: no window

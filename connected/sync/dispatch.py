@@ -121,8 +121,10 @@ def facts_of(cr: ConnectedRegistry, now: dt.datetime) -> SyncFacts:
 
 def window_deadline(cr: ConnectedRegistry, trigger: str, now: dt.datetime) -> dt.datetime | None:
     """When a run started now must stop: the end of its window for a
-    scheduled run, none for the others (a manual resync ignores windows)."""
-    if trigger != SyncRun.Trigger.SCHEDULE or cr.is_continuous():
+    scheduled registry's runs (those of its schedule and the messages it
+    applies inside a window), none for the others (a manual resync ignores
+    windows)."""
+    if trigger not in (SyncRun.Trigger.SCHEDULE, SyncRun.Trigger.MESSAGE) or cr.is_continuous():
         return None
     window = schedule.window_containing(cr.sync_schedule, cr.sync_window_delta(), now)
     return window[1] if window else now
