@@ -248,8 +248,8 @@ def human_bytes(count: int) -> str:
     return f"{count} B"
 
 
-RUN_COLUMNS = ["RUN", "TRIGGER", "STATUS", "QUEUED (UTC)", "DURATION", "TAGS", "COPIED", "IN SYNC", "DELETED",
-               "FAILED", "BYTES", "PROGRESS"]
+RUN_COLUMNS = ["RUN", "TRIGGER", "STATUS", "SCOPE", "QUEUED (UTC)", "DURATION", "TAGS", "COPIED", "IN SYNC",
+               "DELETED", "FAILED", "BYTES", "PROGRESS"]
 
 
 def run_to_dict(run: SyncRun, with_ledger: bool = False) -> dict:
@@ -257,7 +257,8 @@ def run_to_dict(run: SyncRun, with_ledger: bool = False) -> dict:
     fraction = run.progress_fraction()
     eta = run.eta()
     data = {
-        "id": run.pk, "trigger": run.trigger, "status": run.status, "queuedAt": iso_time(run.queued_at),
+        "id": run.pk, "trigger": run.trigger, "scope": run.scope, "status": run.status,
+        "queuedAt": iso_time(run.queued_at),
         "startedAt": iso_time(run.started_at), "finishedAt": iso_time(run.finished_at),
         "tags": {"planned": run.tags_planned, "done": run.tags_done, "copied": run.tags_copied,
                  "inSync": run.tags_skipped, "deleted": run.tags_deleted, "failed": run.tags_failed},
@@ -275,7 +276,7 @@ def run_to_dict(run: SyncRun, with_ledger: bool = False) -> dict:
 def run_row(run: SyncRun) -> list:
     duration = run.duration()
     fraction = run.progress_fraction()
-    return [run.pk, run.trigger, run.status, table_time(run.queued_at),
+    return [run.pk, run.trigger, run.status, run.get_scope_display(), table_time(run.queued_at),
             "-" if duration is None else f"{duration.total_seconds():.1f} s",
             f"{run.tags_done}/{run.tags_planned}", run.tags_copied, run.tags_skipped, run.tags_deleted,
             run.tags_failed, f"{human_bytes(run.bytes_moved)}/{human_bytes(run.bytes_planned)}",

@@ -12,7 +12,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from . import health
@@ -64,24 +66,51 @@ def probe(cr: ConnectedRegistry) -> health.Probe:
     return health.Probe(reachable=True)
 
 
-def facts_of(cr: ConnectedRegistry, probed: health.Probe | None) -> health.HealthFacts:
+def facts_of(cr: ConnectedRegistry, probed: health.Probe | None,
+             now: dt.datetime | None = None) -> health.HealthFacts:
+    now = now or timezone.now()
     runs = cr.runs.order_by("-queued_at", "-pk")
     running = runs.filter(status=SyncRun.Status.RUNNING).exists()
     last = runs.filter(status__in=FINISHED_SYNCS).first()
     token = cr.sync_token_or_none()
-    # Behind: since the last successful sync (or since it was created) when
-    # the latest sync did not succeed. Message counts arrive with the
-    # gateway; until then hours are what is known.
+    # Behind by hours: since the last successful sync (or since it was
+    # created) when the latest sync did not succeed.
     behind_since = None
     if last is None or last.status != SyncRun.Status.SUCCEEDED:
         behind_since = cr.last_sync_at or cr.created_at
+    # Behind by messages: the pending ones (health.behind_description judges
+    # whether the oldest waited too long for the schedule).
+    pending = cr.messages.pending(now).aggregate(count=Count("pk"), oldest=Min("created_at"))
+    # Expired messages are caught up by the next successful full comparison.
+    caught_up = runs.filter(scope=SyncRun.Scope.FULL, status=SyncRun.Status.SUCCEEDED,
+                            finished_at__isnull=False).order_by("-finished_at").values_list("finished_at", flat=True)
+    expired = cr.messages.expired(now)
+    last_caught_up = caught_up.first()
+    if last_caught_up is not None:
+        expired = expired.filter(expires_at__gt=last_caught_up)
     return health.HealthFacts(
         active=cr.activation_status == ConnectedRegistry.Activation.ACTIVE, has_login_server=bool(cr.login_server),
         data_endpoint_enabled=cr.registry.data_endpoint_enabled,
         sync_token_enabled=token is None or token.status == token.Status.ENABLED,
         probe=probed, running=running, last_run_status=last.status if last else None,
         last_run_error=(last.error if last else "")[:300], last_sync_at=cr.last_sync_at, behind_since=behind_since,
-        registry_name=cr.registry.name)
+        pending_changes=pending["count"], oldest_pending_at=pending["oldest"], expired_messages=expired.count(),
+        sync_schedule=cr.sync_schedule, sync_window=_window_of(cr), registry_name=cr.registry.name)
+
+
+def _window_of(cr: ConnectedRegistry) -> dt.timedelta | None:
+    """The sync window as a duration (None for continuous sync, or a value
+    stored before a rule existed: health then assumes the default window)."""
+    try:
+        return cr.sync_window_delta()
+    except ValidationError:
+        return None
+
+
+def message_grace() -> dt.timedelta:
+    """How long a pending sync message may wait, while it can move, before
+    its connected registry counts as behind (see health.message_grace)."""
+    return health.message_grace(settings.PORTAL["DISPATCH_INTERVAL_SECONDS"])
 
 
 def is_deployed(cr: ConnectedRegistry) -> bool:
@@ -95,7 +124,7 @@ def check(cr: ConnectedRegistry, now: dt.datetime | None = None, probed: health.
     if probed is None and is_deployed(cr):
         probed = probe(cr)
     behind_after = dt.timedelta(seconds=settings.PORTAL["BEHIND_AFTER_SECONDS"])
-    state, details = health.derive_state(facts_of(cr, probed), now, behind_after)
+    state, details = health.derive_state(facts_of(cr, probed, now), now, behind_after, message_grace())
     record_state(cr, state, details, reached=bool(probed and probed.reachable))
     return state
 

@@ -171,3 +171,23 @@ class SyncMessage(models.Model):
                 "tag": self.tag or None, "digest": self.digest or None, "origin": self.origin,
                 "createdAt": iso(self.created_at), "expiresAt": iso(self.expires_at), "status": self.status(),
                 "acknowledgedAt": iso(self.acknowledged_at)}
+
+
+def prune_messages(now: dt.datetime, max_age: dt.timedelta) -> int:
+    """Delete the sync messages applied, or expired, more than max_age before
+    now, and the received events older than that which no pending message
+    still comes from (never a pending message). Returns how many went."""
+    cutoff = now - max_age
+    # Filtering on the time each stopped waiting (acknowledged or expired) keeps a message
+    # acknowledged a moment ago after a long TTL; expires_at < cutoff < now is never pending.
+    done = SyncMessage.objects.filter(Q(acknowledged_at__lt=cutoff)
+                                      | Q(acknowledged_at__isnull=True, expires_at__lt=cutoff))
+    deleted = done.delete()[1].get("connected.SyncMessage", 0)
+    still_waiting = SyncMessage.objects.pending(now).filter(event=models.OuterRef("pk"))
+    old = ReceivedEvent.objects.filter(received_at__lt=cutoff).exclude(models.Exists(still_waiting)) \
+        .values_list("pk", flat=True)
+    doomed = list(old)
+    for start in range(0, len(doomed), 500):  # SQLite limits the variables of one query
+        deleted += ReceivedEvent.objects.filter(pk__in=doomed[start:start + 500]).delete()[1] \
+            .get("connected.ReceivedEvent", 0)
+    return deleted

@@ -28,15 +28,20 @@ def dispatch_due_syncs() -> int:
 
 @shared_task(ignore_result=True)
 def prune_runs() -> int:
-    """Beat: delete old runs, keeping each connected registry's most recent ones."""
+    """Beat: delete old runs, keeping each connected registry's most recent
+    ones, and the sync messages applied or expired and the registry events
+    received longer ago than the same retention (never a pending message).
+    Returns how many rows went."""
     import datetime as dt
 
     from django.conf import settings
 
+    from connected.messages import prune_messages
     from connected.sync.dispatch import prune_runs as prune
 
     portal = settings.PORTAL
-    return prune(timezone.now(), dt.timedelta(days=portal["RUN_RETENTION_DAYS"]), portal["RUNS_KEPT_PER_REGISTRY"])
+    now, max_age = timezone.now(), dt.timedelta(days=portal["RUN_RETENTION_DAYS"])
+    return prune(now, max_age, portal["RUNS_KEPT_PER_REGISTRY"]) + prune_messages(now, max_age)
 
 
 @shared_task(ignore_result=True)

@@ -7,6 +7,7 @@ Rows are made with the operations (no login server, so nothing is pinged) or
 the ORM; tests that bind a deployed instance use real registries."""
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import re
 
@@ -17,16 +18,19 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils.timezone import now as django_now
 
-from connected import credentials, operations
+from connected import credentials, events, operations
 from connected.admin.access import slot_text
 from connected.audit import Actor, AuditEvent
+from connected.messages import EventSource, ReceivedEvent, SyncMessage
 from connected.models import ConnectedRegistry, Registry, ScopeMap, SyncRun, SyncRunTag, Token
 
 pytestmark = pytest.mark.django_db
 
 SUPPORT_GROUP = "Support staff"
 MIGRATION = "connected.migrations.0005_support_staff_group"
+MESSAGES_MIGRATION = "connected.migrations.0010_support_staff_messages"
 SETUP = Actor("setup", "cli")
 
 
@@ -68,6 +72,7 @@ def support_group():
     if group is None:  # flushed by a transactional test that ran before: the migration's own code makes it
         from django.apps import apps
         importlib.import_module(MIGRATION).create_support_staff(apps, connection.schema_editor())
+        importlib.import_module(MESSAGES_MIGRATION).grant_view(apps, connection.schema_editor())
         group = Group.objects.get(name=SUPPORT_GROUP)
     return group
 
@@ -137,14 +142,23 @@ def everything(tree):
                               outcome="copied", bytes_moved=123)
     token = tree["zroot"].sync_token
     credentials.generate_password(token, 1, actor=SETUP)
-    return {**tree, "run": run, "token": token, "scope_map": token.scope_map, "event": AuditEvent.objects.first()}
+    source, secret = events.generate_secret(tree["zroot"].registry, actor=SETUP)
+    received = events.receive(source, [events.Event(id="ev-1", action="push", repository="hello-world", tag="2.0",
+                                                    digest="sha256:" + "b" * 64, media_type="", actor="ci",
+                                                    timestamp=None)])
+    assert received.messages == 1
+    return {**tree, "run": run, "token": token, "scope_map": token.scope_map, "event": AuditEvent.objects.first(),
+            "event_source": source, "events_secret": secret, "received_event": ReceivedEvent.objects.get(),
+            "sync_message": SyncMessage.objects.get()}
 
 
 def pages(objs):
     yield url("registry_changelist")
     yield url("registry_change", objs["zroot"].registry.pk)
     for model, key in (("connectedregistry", "zroot"), ("connectedregistry", "bchild"), ("syncrun", "run"),
-                       ("token", "token"), ("scopemap", "scope_map"), ("auditevent", "event")):
+                       ("token", "token"), ("scopemap", "scope_map"), ("auditevent", "event"),
+                       ("syncmessage", "sync_message"), ("receivedevent", "received_event"),
+                       ("eventsource", "event_source")):
         yield url(f"{model}_changelist")
         yield url(f"{model}_change", objs[key].pk)
         yield url(f"{model}_history", objs[key].pk)
@@ -165,7 +179,7 @@ def test_every_changelist_and_change_page_renders(request, who, everything):
 def test_add_pages_render_for_a_superuser(root, tree):
     for model in ("registry", "connectedregistry"):
         assert root.get(url(f"{model}_add")).status_code == 200
-    for model in ("token", "scopemap", "syncrun", "auditevent"):
+    for model in ("token", "scopemap", "syncrun", "auditevent", "syncmessage", "receivedevent", "eventsource"):
         assert root.get(url(f"{model}_add")).status_code == 403
 
 
@@ -235,10 +249,15 @@ def make_many(prefix, count):
         SyncRun.objects.create(connected_registry=cr, status="succeeded")
         AuditEvent.objects.create(actor="setup", source="cli", action="connectedRegistry.create",
                                   object_type="connectedRegistry", object_name=name, registry_name=registry.name)
+        source, _ = EventSource.generate(registry, cr)
+        event = ReceivedEvent.objects.create(source=source, event_id=f"{name}-1", action="push",
+                                             repository="hello-world", tag="1.0", messages_created=1)
+        events.add_message(cr, action="push", repository="hello-world", tag="1.0", digest="", event=event,
+                           origin=source.describe(), direction="down")
 
 
 @pytest.mark.parametrize("model", ["connectedregistry", "token", "syncrun", "scopemap", "registry",
-                                   "auditevent"])
+                                   "auditevent", "syncmessage", "receivedevent", "eventsource"])
 def test_changelists_issue_a_constant_number_of_queries(root, model):
     def count_queries(rows):
         root.get(url(f"{model}_changelist"))  # warm caches (content types, session)
@@ -594,5 +613,142 @@ def test_the_migration_creates_the_support_staff_group():
     group = Group.objects.get(name=SUPPORT_GROUP)
     assert sorted(p.codename for p in group.permissions.all()) == [
         "change_connectedregistry", "change_registry", "change_token", "view_auditevent",
-        "view_connectedregistry", "view_registry", "view_scopemap", "view_syncrun", "view_syncruntag",
-        "view_token"]
+        "view_connectedregistry", "view_eventsource", "view_receivedevent", "view_registry", "view_scopemap",
+        "view_syncmessage", "view_syncrun", "view_syncruntag", "view_token"]
+    # Back to before the sync messages: the group keeps only what 0005 gave it.
+    executor = MigrationExecutor(connection)
+    executor.migrate([("connected", "0009_sync_messages")])
+    assert not Group.objects.get(name=SUPPORT_GROUP).permissions.filter(codename="view_syncmessage").exists()
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+# --- sync messages, registry events, event sources -------------------------------------------------------
+
+def event_source_admin_names() -> str:
+    """Every field, column, search and filter name the event source admin uses."""
+    from django.contrib import admin as django_admin
+
+    model_admin = django_admin.site._registry[EventSource]
+    return " ".join(map(str, (*model_admin.list_display, *model_admin.fields, *model_admin.search_fields,
+                              *model_admin.list_filter, *model_admin.readonly_fields)))
+
+
+def test_no_events_secret_or_its_digest_appears_in_any_admin_page(root, everything):
+    source = everything["event_source"]
+    digest = source.secret_sha256
+    visited = list(pages(everything)) + [
+        url("eventsource_changelist") + "?q=myacrregistry", url("eventsource_delete", source.pk),
+        url("receivedevent_delete", everything["received_event"].pk),
+        url("syncmessage_delete", everything["sync_message"].pk),
+    ]
+    for page in visited:
+        html = root.get(page, follow=True).content.decode()
+        for secret in (digest, everything["events_secret"], "secret_sha256", "sha256 of"):
+            assert secret not in html, (page, secret)
+    # Not searchable either: the digest finds nothing.
+    html = root.get(url("eventsource_changelist"), {"q": digest}).content.decode()
+    assert "0 event sources" in html
+    assert "secret" not in event_source_admin_names()
+
+
+def test_the_sync_message_list_shows_the_useful_columns(root, everything):
+    html = root.get(url("syncmessage_changelist")).content.decode()
+    for column in ("connected_registry", "action", "subject_display", "direction", "origin", "created_at",
+                   "expires_at", "status_display", "acknowledged_by"):
+        assert f"column-{column}" in html, column
+    row = re.search(r'<tr>(?:(?!</tr>).)*field-subject_display.*?</tr>', html, re.S).group(0)
+    for text in ("zroot", "push", "hello-world:2.0", "from the parent", "registry myacrregistry", "pending"):
+        assert text in row, text
+    event_page = root.get(url("receivedevent_change", everything["received_event"].pk)).content.decode()
+    assert "ev-1" in event_page and "sync messages of event ev-1" in event_page
+    links = dict((label, href.replace("&amp;", "&")) for href, label in
+                 re.findall(r'<a href="(/admin/connected/[^"]+)">([^<]+)</a>', event_page))
+    assert "1 sync message" in root.get(links["sync messages of event ev-1"]).content.decode()
+    source_page = root.get(url("eventsource_change", everything["event_source"].pk)).content.decode()
+    assert "registry myacrregistry" in source_page and "events of registry myacrregistry" in source_page
+
+
+def test_sync_message_filters_and_search(root, tree):
+    now = django_now()
+    bchild, aroot = tree["bchild"], tree["aroot"]
+
+    def make(cr, repository, tag, **fields):
+        return SyncMessage.objects.create(connected_registry=cr, origin="registry myacrregistry",
+                                          repository=repository, tag=tag, created_at=now,
+                                          expires_at=now + dt.timedelta(days=2), **{"action": "push", **fields})
+
+    make(bchild, "hello-world", "pending1")
+    make(bchild, "hello-world", "gone", action="delete")
+    make(aroot, "tools/busybox", "applied", acknowledged_at=now, acknowledged_by="run 3")
+    make(tree["zroot"], "app/frontend", "pushedup", direction="up")
+    SyncMessage.objects.create(connected_registry=aroot, origin="x", action="push", repository="tools/busybox",
+                               tag="old", created_at=now - dt.timedelta(days=5),
+                               expires_at=now - dt.timedelta(days=3))
+    changelist = url("syncmessage_changelist")
+
+    def subjects(**params):
+        response = root.get(changelist, params)
+        assert response.status_code == 200
+        return sorted(re.findall(r'class="field-subject_display">([^<]+)<', response.content.decode()))
+
+    assert subjects(action__exact="delete") == ["hello-world:gone"]
+    assert subjects(direction__exact="up") == ["app/frontend:pushedup"]
+    assert subjects(acknowledged="yes") == ["tools/busybox:applied"]
+    assert len(subjects(acknowledged="no")) == 4
+    assert subjects(status="expired") == ["tools/busybox:old"]
+    assert subjects(status="pending") == ["app/frontend:pushedup", "hello-world:gone", "hello-world:pending1"]
+    assert subjects(q="busybox") == ["tools/busybox:applied", "tools/busybox:old"]
+    assert subjects(q="pending1") == ["hello-world:pending1"]  # tags
+    assert subjects(connected_registry__id__exact=bchild.pk) == ["hello-world:gone", "hello-world:pending1"]
+    page = root.get(cr_url("change", bchild)).content.decode()
+    assert f'href="{changelist}?connected_registry__id__exact={bchild.pk}">sync messages of bchild</a>' in page
+
+
+@pytest.mark.parametrize("who", ["root", "support"])
+def test_nobody_adds_or_changes_messages_events_or_sources(request, who, everything):
+    client = request.getfixturevalue(who)
+    message = everything["sync_message"]
+    for model, key in (("syncmessage", "sync_message"), ("receivedevent", "received_event"),
+                       ("eventsource", "event_source")):
+        assert client.get(url(f"{model}_add")).status_code == 403
+        page = client.get(url(f"{model}_change", everything[key].pk)).content.decode()
+        assert 'name="_save"' not in page
+        assert client.post(url(f"{model}_change", everything[key].pk), {"tag": "forged"}).status_code == 403
+    message.refresh_from_db()
+    assert message.tag == "2.0"
+
+
+def test_support_staff_cannot_delete_messages_events_or_sources(support, everything):
+    for model, key in (("syncmessage", "sync_message"), ("receivedevent", "received_event"),
+                       ("eventsource", "event_source")):
+        assert support.get(url(f"{model}_delete", everything[key].pk)).status_code == 403
+        assert support.post(url(f"{model}_delete", everything[key].pk), {"post": "yes"}).status_code == 403
+        assert "delete_selected" not in support.get(url(f"{model}_changelist")).content.decode()
+        action(support, model, "delete_selected", [everything[key]], post="yes")
+    assert SyncMessage.objects.count() == 1 and ReceivedEvent.objects.count() == 1
+    assert EventSource.objects.count() == 1
+
+
+def test_superusers_may_delete_and_deleting_a_source_is_audited(root, everything):
+    assert root.post(url("syncmessage_delete", everything["sync_message"].pk), {"post": "yes"}).status_code == 302
+    assert not SyncMessage.objects.exists()
+    action(root, "receivedevent", "delete_selected", [everything["received_event"]], post="yes")
+    assert not ReceivedEvent.objects.exists()
+    assert root.post(url("eventsource_delete", everything["event_source"].pk), {"post": "yes"}).status_code == 302
+    assert not EventSource.objects.exists()
+    event = admin_events("registry.deleteEventsSecret").get()
+    assert (event.actor, event.object_name, event.changes) == ("rootadmin", "myacrregistry", {})
+    # A connected registry's source, from the list.
+    source, _ = events.generate_secret(everything["zroot"].registry, everything["zroot"], actor=SETUP)
+    action(root, "eventsource", "delete_selected", [source], post="yes")
+    assert not EventSource.objects.exists()
+    assert admin_events("connectedRegistry.deleteEventsSecret").get().object_name == "zroot"
+
+
+def test_support_staff_see_messages_events_and_sources(support, everything):
+    for model in ("syncmessage", "receivedevent", "eventsource"):
+        assert support.get(url(f"{model}_changelist")).status_code == 200
+    index = support.get(reverse("admin:index")).content.decode()
+    assert "Sync messages" in index and "Received events" in index and "Event sources" in index

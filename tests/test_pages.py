@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from devtools.fleet import populate_fleet
 from connected import operations
-from connected.models import ConnectedRegistry, Registry, SyncRun
+from connected.models import ConnectedRegistry, Registry, SyncMessage, SyncRun
 
 pytestmark = pytest.mark.django_db
 
@@ -270,6 +270,28 @@ def test_status_page_shows_every_connected_registry(viewer_client, registry, tre
     # bchild: "0 2 * * *" with PT3H: a window opens (or is open) at 02:00 UTC.
     assert re.search(r"(opens|open until) <time datetime=\"\d{4}-\d\d-\d\dT0[25]:00:00Z\">", rows["bchild"])
     assert 'hx-trigger="every 10s"' in html
+
+
+def test_status_page_counts_the_changes_waiting(viewer_client, registry, tree):
+    now = timezone.now()
+
+    def waiting(cr, age, tag):
+        SyncMessage.objects.create(connected_registry=cr, origin="registry myacrregistry", action="push",
+                                   repository="hello-world", tag=tag, created_at=now - age,
+                                   expires_at=now + dt.timedelta(days=1))
+
+    waiting(tree["leafone"], dt.timedelta(seconds=30), "fresh")  # continuous, within the grace
+    waiting(tree["zroot"], dt.timedelta(minutes=30), "a")  # continuous, late
+    waiting(tree["zroot"], dt.timedelta(minutes=10), "b")
+    waiting(tree["bchild"], dt.timedelta(seconds=10), "c")  # scheduled: waits for its window
+    SyncMessage.objects.create(connected_registry=tree["aroot"], origin="x", action="push", repository="r",
+                               tag="applied", created_at=now - dt.timedelta(hours=1),
+                               expires_at=now + dt.timedelta(days=1), acknowledged_at=now)
+    rows = status_rows(viewer_client.get(reverse("status")).content.decode())
+    assert "1 change waiting" in rows["leafone"] and "the oldest" not in rows["leafone"]
+    assert "2 changes waiting (the oldest for 30\xa0minutes)" in rows["zroot"] and "lag-warn" in rows["zroot"]
+    assert "1 change waiting" in rows["bchild"]
+    assert "waiting" not in rows["aroot"]
 
 
 def test_status_page_shows_no_secret(viewer_client, registry):

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connected import credentials, operations
-from connected.models import AuditEvent, ConnectedRegistry, SyncRun, Token
+from connected.models import AuditEvent, ConnectedRegistry, SyncMessage, SyncRun, Token
 
 from tests.test_pages import admin_client, administrator, registry, viewer, viewer_client  # noqa: F401
 
@@ -225,3 +225,84 @@ def test_password_protocol_rule_is_the_operations(admin_client, cr):
     assert response.status_code == 422 and "no-store" in response["Cache-Control"]
     assert "reached over https only" in response.content.decode()
     assert not Token.objects.get().password1_hash
+
+
+# --- sync messages and run scopes ----------------------------------------------------------
+
+def add_message(cr, created, tag="1.0", ttl=dt.timedelta(days=2), **fields):
+    fields = {"origin": "registry myacrregistry", "action": "push", **fields}
+    return SyncMessage.objects.create(connected_registry=cr, repository="hello-world", tag=tag, created_at=created,
+                                      expires_at=created + ttl, **fields)
+
+
+def message_rows(html):
+    tbody = re.search(r'<tbody id="sync-message-rows">(.*?)</tbody>', html, re.S).group(1)
+    return re.findall(r"<tr>(.*?)</tr>", tbody, re.S)
+
+
+def test_detail_lists_the_sync_messages_pending_first(viewer_client, cr):
+    now = timezone.now()
+    add_message(cr, now - dt.timedelta(minutes=1), tag="applied", acknowledged_at=now - dt.timedelta(seconds=30),
+                acknowledged_by="run 7")
+    add_message(cr, now - dt.timedelta(days=3), tag="expired")
+    add_message(cr, now - dt.timedelta(hours=2), tag="older")
+    add_message(cr, now - dt.timedelta(minutes=5), tag="", digest="sha256:" + "d" * 64, action="delete",
+                direction="up", origin="connected registry factory01")
+    html = detail(viewer_client, cr)
+    counts = re.search(r'<dd id="sync-message-counts">(.*?)</dd>', html, re.S).group(1)
+    assert "2 pending" in counts and "1 expired" in counts and "the oldest since" in counts
+    rows = message_rows(html)
+    subjects = [re.search(r"<code[^>]*>([^<]+)</code>", row).group(1) for row in rows]
+    assert subjects == ["hello-world@sha256:" + "d" * 64, "hello-world:older", "hello-world:applied",
+                        "hello-world:expired"]
+    assert '<span class="badge sync-pending">pending</span>' in rows[0]
+    assert "delete" in rows[0] and "to the parent" in rows[0] and "connected registry factory01" in rows[0]
+    assert "from the parent" in rows[1]
+    assert '<span class="badge sync-applied">applied</span>' in rows[2] and "run 7" in rows[2]
+    assert '<span class="badge sync-expired">expired</span>' in rows[3]
+
+
+def test_detail_without_messages_says_how_they_arrive(viewer_client, cr):
+    html = detail(viewer_client, cr)
+    assert "none pending" in html and "expired" not in re.search(
+        r'<dd id="sync-message-counts">(.*?)</dd>', html, re.S).group(1)
+    assert "No sync messages." in html and "acr events-secret generate --registry myacrregistry" in html
+
+
+def test_detail_shows_the_most_recent_messages_with_a_constant_number_of_queries(viewer_client, cr,
+                                                                                 django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    for i in range(3):
+        add_message(cr, now - dt.timedelta(minutes=i), tag=f"v{i}")
+    detail(viewer_client, cr)  # warm the session
+    with CaptureQueriesContext(connection) as few:
+        detail(viewer_client, cr)
+    SyncMessage.objects.bulk_create([
+        SyncMessage(connected_registry=cr, origin="registry myacrregistry", action="push", repository="hello-world",
+                    tag=f"t{i}", created_at=now - dt.timedelta(hours=1, minutes=i),
+                    expires_at=now + dt.timedelta(days=1), acknowledged_at=now if i % 2 else None)
+        for i in range(80)])
+    with django_assert_num_queries(len(few.captured_queries)):
+        html = detail(viewer_client, cr)
+    assert len(message_rows(html)) == 50
+    assert "43 pending" in html  # 3 + 40
+
+
+def test_runs_show_their_scope_next_to_their_trigger(viewer_client, cr):
+    full = SyncRun.objects.create(connected_registry=cr, status="succeeded", trigger="continuous", scope="full")
+    SyncRun.objects.create(connected_registry=cr, status="succeeded", trigger="message", scope="messages")
+    html = detail(viewer_client, cr)
+    assert '<th scope="col">Trigger</th>\n            <th scope="col">Scope</th>' in html
+    assert re.search(r"<td>message</td>\s*<td[^>]*>sync messages</td>", html)
+    assert re.search(r"<td>continuous</td>\s*<td[^>]*>full comparison</td>", html)
+    page = viewer_client.get(url("run_detail", cr, full.pk)).content.decode()
+    assert "<dt>Scope</dt><dd>full comparison</dd>" in page
+
+
+def test_the_live_part_carries_the_messages(viewer_client, cr):
+    add_message(cr, timezone.now(), tag="live")
+    partial = detail(viewer_client, cr, headers=HX)
+    assert partial.lstrip().startswith('<div id="cr-live"') and "hello-world:live" in partial

@@ -138,7 +138,7 @@ class ConnectedRegistryForm(OperationForm):
 SYNC_FIELDS = ("sync_schedule", "sync_window", "message_ttl", "log_level")
 STATE_FIELDS = ("activation_status", "connection_state", "status_details_display", "last_sync_at",
                 "last_activity_at", "sync_lock_owner", "sync_lock_expires_at")
-LINK_FIELDS = ("sync_token_link", "runs_link", "audit_trail", "created_at", "updated_at")
+LINK_FIELDS = ("sync_token_link", "runs_link", "messages_link", "audit_trail", "created_at", "updated_at")
 
 
 @admin.register(ConnectedRegistry)
@@ -228,6 +228,12 @@ class ConnectedRegistryAdmin(OperationAdmin):
     def runs_link(self, obj):
         url = reverse("admin:connected_syncrun_changelist", current_app=self.admin_site.name)
         return format_html('<a href="{}?{}">sync runs of {}</a>', url,
+                           urlencode({"connected_registry__id__exact": obj.pk}), obj.name)
+
+    @admin.display(description="sync messages")
+    def messages_link(self, obj):
+        url = reverse("admin:connected_syncmessage_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?{}">sync messages of {}</a>', url,
                            urlencode({"connected_registry__id__exact": obj.pk}), obj.name)
 
     @admin.display(description="audit trail")

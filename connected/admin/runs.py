@@ -27,10 +27,10 @@ class SyncRunTagInline(admin.TabularInline):
 
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "connected_registry", "registry_name", "trigger", "status", "queued_at", "started_at",
-                    "finished_at", "tags_copied", "tags_skipped", "tags_deleted", "tags_failed", "bytes_moved",
-                    "worker")
-    list_filter = ("status", "trigger", "connected_registry__registry", "connected_registry")
+    list_display = ("id", "connected_registry", "registry_name", "trigger", "scope", "status", "queued_at",
+                    "started_at", "finished_at", "tags_copied", "tags_skipped", "tags_deleted", "tags_failed",
+                    "bytes_moved", "worker")
+    list_filter = ("status", "trigger", "scope", "connected_registry__registry", "connected_registry")
     search_fields = ("connected_registry__name", "worker", "error")
     list_select_related = ("connected_registry__registry",)
     date_hierarchy = "queued_at"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import Case, Count, IntegerField, Min, Q, Value, When
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django_htmx.http import HttpResponseClientRedirect
 
 from connected import operations
@@ -19,6 +21,7 @@ from .base import action, actor, administrator_page, connected_registry_or_404, 
     registry_or_404, render_page
 
 RECENT_RUNS = 20
+RECENT_MESSAGES = 50
 FILTERS = ("mode", "state", "parent", "q")
 
 
@@ -79,8 +82,31 @@ def connected_registry_create(request, registry_name):
 
 # --- detail -----------------------------------------------------------------
 
+def message_counts(cr: ConnectedRegistry, now) -> dict:
+    """{"pending", "expired", "oldest_pending_at"} of cr's sync messages, in one query."""
+    pending = Q(acknowledged_at__isnull=True, expires_at__gt=now)
+    return cr.messages.aggregate(
+        pending=Count("pk", filter=pending),
+        expired=Count("pk", filter=Q(acknowledged_at__isnull=True, expires_at__lte=now)),
+        oldest_pending_at=Min("created_at", filter=pending))
+
+
+def recent_messages(cr: ConnectedRegistry, now) -> list:
+    """The RECENT_MESSAGES most recent sync messages of cr, pending first,
+    each with .status_now (pending, applied, expired); one query."""
+    waiting = Case(When(acknowledged_at__isnull=True, expires_at__gt=now, then=Value(0)), default=Value(1),
+                   output_field=IntegerField())
+    rows = list(cr.messages.annotate(settled=waiting).order_by("settled", "-created_at", "-pk")
+                [:RECENT_MESSAGES])
+    for message in rows:
+        message.status_now = message.status(now)
+    return rows
+
+
 def live_context(cr: ConnectedRegistry) -> dict:
-    """The self-refreshing part of the detail page: state, actions, runs."""
+    """The self-refreshing part of the detail page: state, actions, runs,
+    sync messages."""
+    now = timezone.now()
     runs = list(cr.runs.all()[:RECENT_RUNS])
     for run in runs:
         describe_progress(run)
@@ -88,6 +114,8 @@ def live_context(cr: ConnectedRegistry) -> dict:
     return {
         "registry": cr.registry, "cr": cr, "runs": runs, "active_run": active,
         "status_details": cr.current_status_details(), "blockers": cr.sync_blockers(),
+        "message_counts": message_counts(cr, now), "sync_messages": recent_messages(cr, now),
+        "recent_messages_limit": RECENT_MESSAGES,
         # Poll while something is moving; the last poll's answer has no
         # trigger, which stops the polling.
         "live": cr.connection_state == ConnectedRegistry.ConnectionState.SYNCING or active is not None,
