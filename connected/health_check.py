@@ -83,11 +83,8 @@ def facts_of(cr: ConnectedRegistry, probed: health.Probe | None,
     pending = cr.messages.pending(now).aggregate(count=Count("pk"), oldest=Min("created_at"))
     # Expired messages are caught up by the next successful full comparison.
     caught_up = runs.filter(scope=SyncRun.Scope.FULL, status=SyncRun.Status.SUCCEEDED,
-                            finished_at__isnull=False).order_by("-finished_at").values_list("finished_at", flat=True)
-    expired = cr.messages.expired(now)
-    last_caught_up = caught_up.first()
-    if last_caught_up is not None:
-        expired = expired.filter(expires_at__gt=last_caught_up)
+                            started_at__isnull=False).order_by("-started_at").values_list("started_at", flat=True)
+    expired = cr.messages.lost(now, caught_up.first())
     return health.HealthFacts(
         active=cr.activation_status == ConnectedRegistry.Activation.ACTIVE, has_login_server=bool(cr.login_server),
         data_endpoint_enabled=cr.registry.data_endpoint_enabled,

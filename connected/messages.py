@@ -111,6 +111,15 @@ class SyncMessageQuerySet(models.QuerySet):
         """Never acknowledged, and past their expiry at now."""
         return self.filter(acknowledged_at__isnull=True, expires_at__lte=now or timezone.now())
 
+    def lost(self, now: dt.datetime | None = None, full_comparison_started_at: dt.datetime | None = None):
+        """Expired unapplied, with no full comparison since their change: the
+        changes only a full comparison can still catch. A successful full
+        comparison that started after a message was created saw its change."""
+        expired = self.expired(now)
+        if full_comparison_started_at is not None:
+            expired = expired.filter(created_at__gt=full_comparison_started_at)
+        return expired
+
 
 class SyncMessage(models.Model):
     """A change a connected registry must apply."""
@@ -159,17 +168,20 @@ class SyncMessage(models.Model):
         return "pending"
 
     def subject(self) -> str:
-        """repo:tag, or repo@digest for a change known by digest only."""
-        return f"{self.repository}:{self.tag}" if self.tag else f"{self.repository}@{self.digest}"
+        """repo:tag, repo@digest for a change known by digest only, or the
+        repository alone when the whole of it is to be compared."""
+        if self.tag:
+            return f"{self.repository}:{self.tag}"
+        return f"{self.repository}@{self.digest}" if self.digest else f"{self.repository} (every tag)"
 
-    def as_json(self) -> dict:
-        """The message as the gateway API and `--output json` show it."""
+    def as_json(self, now: dt.datetime | None = None) -> dict:
+        """The message as the gateway API and `--output json` show it (status at now)."""
         def iso(value):
             return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z") if value else None
 
         return {"id": self.pk, "action": self.action, "direction": self.direction, "repository": self.repository,
                 "tag": self.tag or None, "digest": self.digest or None, "origin": self.origin,
-                "createdAt": iso(self.created_at), "expiresAt": iso(self.expires_at), "status": self.status(),
+                "createdAt": iso(self.created_at), "expiresAt": iso(self.expires_at), "status": self.status(now),
                 "acknowledgedAt": iso(self.acknowledged_at)}
 
 

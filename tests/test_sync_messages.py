@@ -122,6 +122,18 @@ def test_message_ttl_expiry_on_an_injected_clock(scheduled):
     assert decide(scheduled, facts, later) == ("schedule", "full")
 
 
+def test_an_expired_message_counts_until_a_full_comparison_started_after_it(scheduled):
+    events.add_message(scheduled, action="push", repository="hello-world", tag="2.0", digest="sha256:1",
+                       origin="registry myacrregistry", direction="down", now=NOON - dt.timedelta(days=2))
+    assert dispatch.facts_of(scheduled, NOON).expired == 1
+    SyncRun.objects.create(connected_registry=scheduled, trigger="schedule", scope="full", status="succeeded",
+                           queued_at=NOON - dt.timedelta(minutes=5), started_at=NOON - dt.timedelta(minutes=5),
+                           finished_at=NOON - dt.timedelta(minutes=4))
+    facts = dispatch.facts_of(scheduled, NOON)
+    assert facts.expired == 0  # caught up: no full comparison every round from now on
+    assert decide(scheduled, SyncFacts(**{**facts.__dict__, "pending": 1}), NOON) == ("schedule", "messages")
+
+
 def test_a_disabled_data_endpoint_dispatches_nothing(scheduled):
     events.add_message(scheduled, action="push", repository="hello-world", tag="2.0", digest="sha256:1",
                        origin="registry myacrregistry", direction="down")

@@ -31,7 +31,7 @@ class SyncFacts:
     last_full: SyncRun | None = None  # the most recent full comparison
     last_good_full_at: dt.datetime | None = None  # when the last successful full comparison was queued
     pending: int = 0  # sync messages waiting
-    expired: int = 0  # sync messages that expired before anything applied them
+    expired: int = 0  # sync messages that expired unapplied since the last successful full comparison
     wired: bool = False  # changes on both sides arrive as messages (see events_wired)
 
 
@@ -112,11 +112,12 @@ def events_wired(cr: ConnectedRegistry) -> bool:
 def facts_of(cr: ConnectedRegistry, now: dt.datetime) -> SyncFacts:
     runs = cr.runs.order_by("-queued_at", "-pk")
     fulls = runs.filter(scope=SyncRun.Scope.FULL)
-    good = fulls.filter(status=SyncRun.Status.SUCCEEDED).values_list("queued_at", flat=True).first()
+    good = fulls.filter(status=SyncRun.Status.SUCCEEDED).values_list("queued_at", "started_at").first()
     messages = cr.messages.all()
+    expired = messages.lost(now, good[1] if good else None)
     return SyncFacts(last_run=runs.first(), last_full=fulls.exclude(status=SyncRun.Status.SKIPPED).first(),
-                     last_good_full_at=good, pending=messages.pending(now).count(),
-                     expired=messages.expired(now).count(), wired=events_wired(cr))
+                     last_good_full_at=good[0] if good else None, pending=messages.pending(now).count(),
+                     expired=expired.count(), wired=events_wired(cr))
 
 
 def window_deadline(cr: ConnectedRegistry, trigger: str, now: dt.datetime) -> dt.datetime | None:

@@ -305,15 +305,21 @@ def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: R
     return _finish(run, status, error, progress.snapshot())
 
 
+# The details a run's outcome replaces: its own failure, the health check's
+# account of the last run, a lost worker.
+RUN_OUTCOME_CODES = ("SyncFailed", "LastSyncFailed", "WorkerLost")
+
+
 def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: str = "") -> None:
     """Set the connection state after a run; an unhealthy state carries its reason."""
     from connected.health_check import record_state
 
     now = timezone.now()
     current = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("status_details", flat=True).first() or []
-    # A run speaks for sync only: details of other kinds (a disabled sync
-    # token, say) stay until the health check finds what they describe changed.
-    details = [d for d in current if d.get("type") != "Sync"]
+    # A run speaks for its own outcome only: other details (a disabled sync
+    # token, changes still waiting) stay until the health check finds what
+    # they describe changed; dropping them here would make the state flap.
+    details = [d for d in current if d.get("code") not in RUN_OUTCOME_CODES]
     if code:
         details.append({"type": "Sync", "code": code, "description": description[:1000],
                         "timestamp": now.isoformat().replace("+00:00", "Z")})
