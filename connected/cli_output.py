@@ -296,6 +296,7 @@ def run_outcome(run: SyncRun) -> str:
         lines.append(f"  error: {run.error}")
     return "\n".join(lines)
 
+
 MESSAGE_COLUMNS = ("ID", "ACTION", "SUBJECT", "DIRECTION", "ORIGIN", "CREATED (UTC)", "EXPIRES (UTC)", "STATUS")
 
 
