@@ -4,9 +4,11 @@ above it (connected.sync)."""
 from __future__ import annotations
 
 import email.utils
+import functools
 import hashlib
 import logging
 import random
+import ssl
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -64,6 +66,16 @@ class BlobStream:
             raise DigestMismatch(f"blob {self.digest} read as {got}")
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client of the process: building
+    one loads the CA bundle (about 50 ms), which a client per run, per probe
+    and per token request would otherwise pay each time."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 class RegistryClient:
     """One registry (base_url like http://127.0.0.1:5000). Thread-safe: one
     client may serve many threads at once. An open_blob or upload holds one
@@ -85,6 +97,7 @@ class RegistryClient:
             timeout=httpx.Timeout(connect=timeout, read=timeout, write=timeout, pool=timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,
+            verify=tls_context(),
         )
         self._auth = Authenticator(self._send_plain, username, password)
 
@@ -371,7 +384,7 @@ def ping(base_url: str, timeout: float = 5.0) -> None:
     401, anonymously: credentials are not checked here)."""
     url = normalize_base_url(base_url) + "/v2/"
     try:
-        response = httpx.get(url, timeout=timeout)
+        response = httpx.get(url, timeout=timeout, verify=tls_context())
     except httpx.HTTPError as e:
         raise Unreachable(f"{base_url} is unreachable: {e}") from e
     if response.status_code not in (200, 401):
