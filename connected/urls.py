@@ -11,6 +11,9 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.home, name="home"),
     path("status/", views.status, name="status"),
+    path("registries/<str:registry_name>/events/", views.registry_events, name="registry_events"),
+    path("registries/<str:registry_name>/events/secret/", views.registry_events_secret,
+         name="registry_events_secret"),
     path(REGISTRY, views.connected_registry_list, name="connected_registry_list"),
     # "new" is not a valid connected registry name (5 characters at least), so it cannot clash.
     path(REGISTRY + "new/", views.connected_registry_create, name="connected_registry_create"),
@@ -26,5 +29,7 @@ urlpatterns = [
     path(CR + "cancel/", views.sync_cancel, name="connected_registry_cancel"),
     path(CR + "token/status/", views.token_status, name="connected_registry_token_status"),
     path(CR + "token/password/", views.generate_password, name="connected_registry_generate_password"),
+    path(CR + "events/", views.connected_registry_events, name="connected_registry_events"),
+    path(CR + "events/secret/", views.connected_registry_events_secret, name="connected_registry_events_secret"),
     path(CR + "runs/<int:run_id>/", views.run_detail, name="run_detail"),
 ]

@@ -45,6 +45,7 @@ def make_data() -> None:
     from django.utils import timezone
 
     from connected import operations
+    from connected.messages import EventSource
     from connected.models import ConnectedRegistry, SyncRun
 
     now = timezone.now()
@@ -85,6 +86,11 @@ def make_data() -> None:
                            queued_at=now - dt.timedelta(minutes=5), started_at=now - dt.timedelta(minutes=5),
                            finished_at=now - dt.timedelta(minutes=4), tags_planned=6, tags_done=6, tags_copied=4,
                            tags_failed=2, bytes_moved=64 * 2**20, error="2 tags failed")
+    # The registry and the ReadWrite factory01 send their events (so floor0001's changes arrive as messages).
+    for source_of in (None, factory):
+        source, _ = EventSource.generate(registry, source_of)
+        EventSource.objects.filter(pk=source.pk).update(created_at=now - dt.timedelta(days=3),
+                                                        last_event_at=now - dt.timedelta(minutes=7))
     SyncRun.objects.create(connected_registry=floor, trigger="manual", status="running",
                            queued_at=now - dt.timedelta(seconds=50), started_at=now - dt.timedelta(seconds=48),
                            tags_planned=14, tags_done=5, tags_copied=5, bytes_planned=420 * 2**20,
@@ -134,6 +140,7 @@ def shoot(base: str) -> list[Path]:
         page.goto(cr)
         save(page, "list")
         page.goto(cr + "floor0001/")
+        page.locator("#cr-events dl").wait_for()  # loaded by the page (htmx)
         save(page, "detail")
         page.goto(cr + "new/")
         page.fill("#id_name", "depot0003")
@@ -153,6 +160,11 @@ def shoot(base: str) -> list[Path]:
         page.locator("#cr-token").scroll_into_view_if_needed()
         page.locator("#cr-token").screenshot(path=str(OUT / "password-once.png"))
         saved.append(OUT / "password-once.png")
+        page.goto("/")
+        page.get_by_role("button", name="Generate events secret").click()
+        page.locator(".card .one-time").wait_for()
+        page.locator(".card:has(.one-time)").screenshot(path=str(OUT / "events-secret.png"))
+        saved.append(OUT / "events-secret.png")
 
         viewer = page_for("teamviewer", 1280, 800)
         viewer.goto("/status/")
@@ -162,6 +174,7 @@ def shoot(base: str) -> list[Path]:
         phone.goto("/status/")
         save(phone, "status-phone", full_page=False)
         phone.goto(cr + "floor0001/")
+        phone.locator("#cr-events dl").wait_for()
         save(phone, "detail-phone", full_page=False)
         browser.close()
     return saved

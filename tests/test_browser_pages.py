@@ -170,3 +170,32 @@ def test_a_viewer_reaches_no_action(open_as, registry, live_server):
     response = page.goto(reverse("connected_registry_create", args=[registry.name]))
     assert response.status == 403 and "Only administrators" in page.inner_text("main")
     assert not Token.objects.get().password1_hash
+
+
+def test_an_events_secret_is_shown_once(open_as, registry):
+    from connected.messages import EventSource
+
+    cr = operations.create_connected_registry(registry, "factory01", ["hello-world"], mode="ReadWrite")
+    page = open_as("administrator")
+    page.on("dialog", lambda dialog: dialog.accept())
+    # The registry's card on the home page.
+    card = page.locator(f"#registry-events-{registry.pk}")
+    card.get_by_text("Events: not wired").wait_for()
+    card.get_by_role("button", name="Generate events secret").click()
+    secret = page.locator(f"#events-secret-reg{registry.pk}").inner_text()
+    assert EventSource.authenticate(secret).connected_registry is None
+    assert f"Bearer {secret}" in page.locator(f"#events-notifications-reg{registry.pk}").inner_text()
+    assert page.locator(f"[data-copy='#events-secret-reg{registry.pk}']").is_visible()
+    assert "wired, none received yet" in card.inner_text()
+    # The connected registry's page: how changes reach it, then its own secret.
+    page.goto(reverse("connected_registry_detail", args=[registry.name, cr.name]))
+    section = page.locator("#cr-events")
+    section.get_by_text("no events wired: the portal compares in full every").wait_for()
+    section.get_by_role("button", name="Generate events secret").click()
+    secret = page.locator(f"#events-secret-cr{cr.pk}").inner_text()
+    assert EventSource.authenticate(secret).connected_registry == cr
+    assert page.locator(f"[data-copy='#events-header-cr{cr.pk}']").is_visible()
+    assert "changes arrive as sync messages" in section.inner_text()
+    page.reload()
+    section.get_by_text("wired, none received yet").wait_for()
+    assert secret not in page.content() and page.locator(".one-time").count() == 0

@@ -6,6 +6,8 @@ from .checks import create_check, update_check  # noqa: F401
 from .connected_registries import (connected_registry_activate, connected_registry_create,  # noqa: F401
                                    connected_registry_deactivate, connected_registry_delete,
                                    connected_registry_detail, connected_registry_list)
+from .events import (connected_registry_events, connected_registry_events_secret,  # noqa: F401
+                     registry_events, registry_events_secret)
 from .properties import repositories_change, sync_properties_update  # noqa: F401
 from .registries import home  # noqa: F401
 from .runs import run_detail, sync_cancel, sync_now  # noqa: F401
