@@ -16,7 +16,7 @@ from connected.forms import ActivateForm, ConnectedRegistryCreateForm, DeleteFor
     RepositoriesForm, SyncPropertiesForm
 from connected.models import ConnectedRegistry, SyncRun
 
-from . import rows
+from . import events as events_views, rows
 from .base import action, actor, administrator_page, connected_registry_or_404, errors_by_field, page, \
     registry_or_404, render_page
 
@@ -145,6 +145,7 @@ def detail_context(cr: ConnectedRegistry) -> dict:
     return {
         **live_context(cr),
         "properties_form": SyncPropertiesForm.for_connected_registry(cr),
+        "events_panel": events_views.cr_context(cr),
         "repositories_form": RepositoriesForm(),
         "activate_form": ActivateForm(),
         "delete_form": DeleteForm(),

@@ -6,10 +6,13 @@ from django.shortcuts import render
 
 from connected.models import Registry
 
+from . import events as events_views
 from .base import page
 
 
 @page
 def home(request):
-    registries = Registry.objects.annotate(connected_count=Count("connected_registries")).order_by("name")
+    registries = list(Registry.objects.annotate(connected_count=Count("connected_registries")).order_by("name"))
+    for registry in registries:
+        registry.events_state = events_views.registry_context(registry)["events"]
     return render(request, "connected/home.html", {"registries": registries})
