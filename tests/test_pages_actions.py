@@ -266,7 +266,7 @@ def test_detail_without_messages_says_how_they_arrive(viewer_client, cr):
     html = detail(viewer_client, cr)
     assert "none pending" in html and "expired" not in re.search(
         r'<dd id="sync-message-counts">(.*?)</dd>', html, re.S).group(1)
-    assert "No sync messages." in html and "acr events-secret generate --registry myacrregistry" in html
+    assert "No sync messages recorded." in html and "acr events-secret generate --registry myacrregistry" in html
 
 
 def test_detail_shows_the_most_recent_messages_with_a_constant_number_of_queries(viewer_client, cr,
