@@ -93,14 +93,36 @@ def parse_envelope(body: bytes) -> list[Event]:
         repository = target.get("repository")
         if not isinstance(repository, str) or not repository:
             raise EnvelopeError(f"{where}.target.repository: required")
+        if len(repository) > 255:
+            raise EnvelopeError(f"{where}.target.repository: at most 255 characters")
+        tag, digest = _text(target, "tag", 128, where), _text(target, "digest", 100, where)
         actor = raw.get("actor") if isinstance(raw.get("actor"), dict) else {}
-        stamp = raw.get("timestamp")
         events.append(Event(
-            id=event_id, action=action, repository=repository.lower(),
-            tag=str(target.get("tag") or ""), digest=str(target.get("digest") or ""),
+            id=event_id, action=action, repository=repository.lower(), tag=tag, digest=digest,
             media_type=str(target.get("mediaType") or ""), actor=str(actor.get("name") or ""),
-            timestamp=parse_datetime(stamp) if isinstance(stamp, str) else None))
+            timestamp=_timestamp(raw.get("timestamp"), where)))
     return events
+
+
+def _text(target: dict, field: str, limit: int, where: str) -> str:
+    """target[field] as a string ('' when absent); EnvelopeError naming it otherwise."""
+    value = target.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise EnvelopeError(f"{where}.target.{field}: a string of at most {limit} characters")
+    return value
+
+
+def _timestamp(value, where: str) -> dt.datetime | None:
+    """The event's time when it reads as one (distribution writes RFC 3339), else None;
+    EnvelopeError for a date that looks like one but does not exist."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError as e:
+        raise EnvelopeError(f"{where}.timestamp: not a valid date and time ({e})") from None
 
 
 def concerned(source: EventSource, repository: str, actor: str) -> list[tuple[object, str]]:

@@ -161,6 +161,11 @@ def test_a_new_secret_replaces_the_old_one(client, fleet):
     (json.dumps({"events": [{"id": "1", "target": {"repository": "x"}}]}).encode(), "events[0].action"),
     (json.dumps({"events": [{"id": "1", "action": "push"}]}).encode(), "events[0].target"),
     (json.dumps({"events": [{"id": "1", "action": "push", "target": {}}]}).encode(), "events[0].target.repository"),
+    (envelope(event(repo="a" * 256)), "events[0].target.repository"),
+    (envelope(event(tag="t" * 129)), "events[0].target.tag"),
+    (envelope(event(tag={"not": "a tag"})), "events[0].target.tag"),
+    (envelope(event(digest="sha256:" + "a" * 94)), "events[0].target.digest"),
+    (envelope(event(), {**event("e2"), "timestamp": "2026-13-45T00:00:00Z"}), "events[1].timestamp"),
 ])
 def test_a_bad_body_is_refused_naming_the_field_and_nothing_is_stored(client, fleet, body, field):
     registry, _ = fleet
