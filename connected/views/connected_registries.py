@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from connected import operations
 from connected.forms import ActivateForm, ConnectedRegistryCreateForm, DeleteForm, GeneratePasswordForm, \
     RepositoriesForm, SyncPropertiesForm
-from connected.models import ConnectedRegistry, SyncRun
+from connected.models import ConnectedRegistry, SyncRun, SyncRunTag
 
 from . import events as events_views, rows
 from .base import action, actor, administrator_page, connected_registry_or_404, errors_by_field, page, \
@@ -22,6 +22,7 @@ from .base import action, actor, administrator_page, connected_registry_or_404, 
 
 RECENT_RUNS = 20
 RECENT_MESSAGES = 50
+RECENT_CONFLICTS = 20
 FILTERS = ("mode", "state", "parent", "q")
 
 
@@ -116,10 +117,18 @@ def live_context(cr: ConnectedRegistry) -> dict:
         "status_details": cr.current_status_details(), "blockers": cr.sync_blockers(),
         "message_counts": message_counts(cr, now), "sync_messages": recent_messages(cr, now),
         "recent_messages_limit": RECENT_MESSAGES,
+        "conflicts": recent_conflicts(cr), "recent_conflicts_limit": RECENT_CONFLICTS,
         # Poll while something is moving; the last poll's answer has no
         # trigger, which stops the polling.
         "live": cr.connection_state == ConnectedRegistry.ConnectionState.SYNCING or active is not None,
     }
+
+
+def recent_conflicts(cr: ConnectedRegistry) -> list[SyncRunTag]:
+    """The newest RECENT_CONFLICTS tags that changed on both sides (ledger
+    rows of outcome conflict, with their run), newest first."""
+    return list(SyncRunTag.objects.filter(run__connected_registry=cr, outcome=SyncRunTag.Outcome.CONFLICT)
+                .select_related("run").order_by("-run__queued_at", "-pk")[:RECENT_CONFLICTS])
 
 
 def seconds_text(seconds: float) -> str:
