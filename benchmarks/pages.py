@@ -69,7 +69,7 @@ def main() -> None:
         registry = populate(args.rows)
         client = Client()
         client.force_login(get_user_model().objects.create_user("bench", is_superuser=True))
-        print(f"| page | rows | median (ms) | SQL queries |")
+        print("| page | rows | median (ms) | SQL queries |")
         print("|---|---|---|---|")
         for name, url in (("connected registries list", reverse("connected_registry_list", args=[registry.name])),
                           ("status", reverse("status"))):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from urllib.parse import urlsplit
 
 from . import access
 from .models import ConnectedRegistry, Registry, ScopeMap, SyncRun, Token

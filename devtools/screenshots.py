@@ -99,7 +99,6 @@ def make_data() -> None:
 
 def serve():
     from django.contrib.staticfiles.handlers import StaticFilesHandler
-    from django.core.handlers.wsgi import WSGIHandler
     from django.test.testcases import LiveServerThread
 
     server = LiveServerThread("127.0.0.1", StaticFilesHandler)

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from connected import operations
-from connected.models import ConnectedRegistry, Registry, SyncRun, Token
+from connected.models import ConnectedRegistry, SyncRun, Token
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -8,25 +8,9 @@ import pytest
 
 from connected.registry_client import RegistryClient
 from devtools.images import ImageSpec, populate
+from tests.waiting import digest_at, wait_for
 
 pytestmark = [pytest.mark.registries, pytest.mark.redis]
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def child_digest(child, repo, tag):
-    with RegistryClient(child.url) as client:
-        try:
-            return client.head_manifest(repo, tag)
-        except Exception:
-            return None
 
 
 def test_beat_keeps_a_continuous_registry_in_sync(portal, parent_registry, child_registry):
@@ -37,12 +21,12 @@ def test_beat_keeps_a_continuous_registry_in_sync(portal, parent_registry, child
                   "--data-endpoint-enabled")
     portal.manage("acr", "connected-registry", "create", "--registry", "myacrregistry", "--name",
                   "myconnectedregistry", "--repository", "hello-world", "--login-server", child_registry.url)
-    wait_for(lambda: child_digest(child_registry, "hello-world", "1.0") == first.digest, 60, "the initial sync")
+    wait_for(lambda: digest_at(child_registry, "hello-world", "1.0") == first.digest, 60, "the initial sync")
 
     # A tag pushed to the parent reaches the child with nobody acting.
     [pushed] = populate(parent_registry.host, [ImageSpec("hello-world", "2.0", seed="new")])
     started = time.monotonic()
-    wait_for(lambda: child_digest(child_registry, "hello-world", "2.0") == pushed.digest, 60, "beat's sync")
+    wait_for(lambda: digest_at(child_registry, "hello-world", "2.0") == pushed.digest, 60, "beat's sync")
     assert time.monotonic() - started < 60
     triggers = {r["trigger"] for r in portal.runs()}
     assert {"initial", "continuous"} <= triggers

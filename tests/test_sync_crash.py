@@ -17,20 +17,11 @@ from connected.registry_client import RegistryClient
 from devtools.faultproxy import FaultProxy
 from devtools.images import MiB, ImageSpec, populate
 from tests.test_sync_failures import assert_child_complete
+from tests.waiting import wait_for
 
 REPO = "crash/app"
 REGISTRY, NAME = "myacrregistry", "crashtest"
 TTL = 4
-
-
-def wait_for(predicate, timeout, what, poll=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def utcnow() -> dt.datetime:

@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import multiprocessing
-import os
 import stat
 
 import jwt as pyjwt

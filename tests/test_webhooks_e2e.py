@@ -8,32 +8,14 @@ import time
 
 import pytest
 
-from connected.registry_client import RegistryClient
 from connected.tokenservice.registry_config import notifications_block
 from devtools.images import ImageSpec, populate
 from devtools.processes import start_registry
+from tests.waiting import digest_at, wait_for
 
 pytestmark = [pytest.mark.registries, pytest.mark.redis]
 
 R = "myacrregistry"
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def digest_at(registry, repo, tag):
-    with RegistryClient(registry.url) as client:
-        try:
-            return client.head_manifest(repo, tag)
-        except Exception:
-            return None
 
 
 def all_finished(portal, count):

@@ -2,7 +2,6 @@
 events with (shown once), and the notifications block that uses it."""
 from __future__ import annotations
 
-from django.core.management.base import CommandError
 
 from connected import events, operations
 from connected.tokenservice.registry_config import notifications_block
