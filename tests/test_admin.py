@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.timezone import now as django_now
 
-from connected import credentials, events, operations
+from connected import credentials, events, health_check, operations
 from connected.admin.access import slot_text
 from connected.audit import Actor, AuditEvent
 from connected.messages import EventSource, ReceivedEvent, SyncMessage
@@ -554,6 +554,18 @@ def test_the_links_of_a_connected_registry_lead_to_its_audit_trail_runs_and_toke
     runs = root.get(links["sync runs of bchild"]).content.decode()
     assert "1 sync run" in runs
     assert root.get(links["bchild-sync-token (enabled)"]).status_code == 200
+
+
+def test_a_connected_registry_page_shows_its_state_history_with_the_reasons(support, tree):
+    cr = bind(tree["aroot"])
+    health_check.record_state(cr, "Online", [])
+    health_check.record_state(cr, "Unhealthy", [{"type": "SyncToken", "code": "SyncTokenDisabled",
+                                                 "description": "sync is stopped: its sync token is disabled"}])
+    page = support.get(cr_url("change", cr)).content.decode()
+    history = page[page.index("State history"):]
+    assert history.index("Online &rarr; Unhealthy · SyncTokenDisabled: sync is stopped") \
+        < history.index("Offline &rarr; Online")
+    assert support.get(cr_url("change", tree["bchild"])).status_code == 200  # no history yet
 
 
 # --- audit trail --------------------------------------------------------------------------------------

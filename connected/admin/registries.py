@@ -136,8 +136,9 @@ class ConnectedRegistryForm(OperationForm):
 
 
 SYNC_FIELDS = ("sync_schedule", "sync_window", "message_ttl", "log_level")
-STATE_FIELDS = ("activation_status", "connection_state", "status_details_display", "last_sync_at",
-                "last_activity_at", "sync_lock_owner", "sync_lock_expires_at")
+STATE_FIELDS = ("activation_status", "connection_state", "status_details_display", "state_history",
+                "last_sync_at", "last_activity_at", "sync_lock_owner", "sync_lock_expires_at")
+STATE_HISTORY_SHOWN = 10
 LINK_FIELDS = ("sync_token_link", "runs_link", "messages_link", "audit_trail", "created_at", "updated_at")
 
 
@@ -216,6 +217,17 @@ class ConnectedRegistryAdmin(OperationAdmin):
         return format_html_join("", "<div>{} {} ({}): {}</div>",
                                 ((d.get("timestamp", ""), d.get("type", ""), d.get("code", ""),
                                   d.get("description", "")) for d in details))
+
+    @admin.display(description="state history")
+    def state_history(self, obj):
+        """The newest changes of the connection state, with their reasons (as on the detail page)."""
+        changes = obj.state_changes.all()[:STATE_HISTORY_SHOWN]
+        if not changes:
+            return "-"
+        return format_html_join("", "<div>{}: {} &rarr; {}{}</div>", (
+            (f"{c.at:%Y-%m-%d %H:%M:%S} UTC", c.previous_state, c.state,
+             "".join(f" · {d.get('code', '')}: {d.get('description', '')}" for d in c.status_details))
+            for c in changes))
 
     @admin.display(description="sync token")
     def sync_token_link(self, obj):
