@@ -93,24 +93,31 @@ def parse_envelope(body: bytes) -> list[Event]:
         repository = target.get("repository")
         if not isinstance(repository, str) or not repository:
             raise EnvelopeError(f"{where}.target.repository: required")
-        if len(repository) > 255:
-            raise EnvelopeError(f"{where}.target.repository: at most 255 characters")
-        tag, digest = _text(target, "tag", 128, where), _text(target, "digest", 100, where)
+        repository = repository.lower()
+        if len(repository) > validation.REPO_MAX_LENGTH or not validation.REPO_RE.match(repository):
+            raise EnvelopeError(f"{where}.target.repository: a repository name of at most "
+                                f"{validation.REPO_MAX_LENGTH} characters (lower-case path components)")
+        tag = _text(target, "tag", validation.TAG_RE, where,
+                    "a tag: letters, digits, _ . -, at most 128 characters, not starting with . or -")
+        digest = _text(target, "digest", validation.DIGEST_RE, where,
+                       f"a digest such as sha256:<64 hex digits>, at most {validation.DIGEST_MAX_LENGTH} characters")
+        if len(digest) > validation.DIGEST_MAX_LENGTH:
+            raise EnvelopeError(f"{where}.target.digest: at most {validation.DIGEST_MAX_LENGTH} characters")
         actor = raw.get("actor") if isinstance(raw.get("actor"), dict) else {}
         events.append(Event(
-            id=event_id, action=action, repository=repository.lower(), tag=tag, digest=digest,
+            id=event_id, action=action, repository=repository, tag=tag, digest=digest,
             media_type=str(target.get("mediaType") or ""), actor=str(actor.get("name") or ""),
             timestamp=_timestamp(raw.get("timestamp"), where)))
     return events
 
 
-def _text(target: dict, field: str, limit: int, where: str) -> str:
-    """target[field] as a string ('' when absent); EnvelopeError naming it otherwise."""
+def _text(target: dict, field: str, grammar, where: str, rule: str) -> str:
+    """target[field] ('' when absent or empty) when it matches grammar; EnvelopeError naming it otherwise."""
     value = target.get(field)
-    if value is None:
+    if value is None or value == "":
         return ""
-    if not isinstance(value, str) or len(value) > limit:
-        raise EnvelopeError(f"{where}.target.{field}: a string of at most {limit} characters")
+    if not isinstance(value, str) or not grammar.match(value):
+        raise EnvelopeError(f"{where}.target.{field}: {rule}")
     return value
 
 
@@ -192,8 +199,8 @@ def receive(source: EventSource, events: list[Event], now: dt.datetime | None = 
         try:
             with transaction.atomic():
                 stored = ReceivedEvent.objects.create(
-                    source=source, event_id=event.id, action=event.action, repository=event.repository[:255],
-                    tag=event.tag[:128], digest=event.digest[:100], actor=event.actor[:200],
+                    source=source, event_id=event.id, action=event.action, repository=event.repository,
+                    tag=event.tag, digest=event.digest, actor=event.actor[:200],
                     occurred_at=event.timestamp, received_at=now)
                 stored.messages_created, stored.note = _fan_out(source, event, stored, now, outcome)
                 stored.save(update_fields=["messages_created", "note"])

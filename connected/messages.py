@@ -87,7 +87,7 @@ class ReceivedEvent(models.Model):
     action = models.CharField(max_length=16)
     repository = models.CharField(max_length=255)
     tag = models.CharField(max_length=128, blank=True, default="")
-    digest = models.CharField(max_length=100, blank=True, default="")
+    digest = models.CharField(max_length=150, blank=True, default="")
     actor = models.CharField(max_length=200, blank=True, default="")
     occurred_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
@@ -142,7 +142,7 @@ class SyncMessage(models.Model):
     repository = models.CharField(max_length=255)
     tag = models.CharField(max_length=128, blank=True, default="",
                            help_text="Empty for a change known by digest only (the whole repository is compared)")
-    digest = models.CharField(max_length=100, blank=True, default="")
+    digest = models.CharField(max_length=150, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     taken_by_run = models.ForeignKey("connected.SyncRun", null=True, blank=True, on_delete=models.SET_NULL,

@@ -407,7 +407,7 @@ class SyncRunTag(models.Model):
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="tags")
     repository = models.CharField(max_length=255)
     tag = models.CharField(max_length=128)
-    digest = models.CharField(max_length=100, blank=True, default="")
+    digest = models.CharField(max_length=150, blank=True, default="")
     outcome = models.CharField(max_length=8, choices=Outcome.choices)
     bytes_moved = models.BigIntegerField(default=0)
     reason = models.TextField(blank=True, default="")

@@ -20,6 +20,10 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{4,49}$")
 REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 REPO_RE = re.compile(rf"^{REPO_COMPONENT}(?:/{REPO_COMPONENT})*$")
 REPO_MAX_LENGTH = 255
+# OCI distribution tag and digest grammars (distribution spec, "Pulling manifests").
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]+$")
+DIGEST_MAX_LENGTH = 150  # sha512 digests are 135 characters
 MAX_REPOSITORIES_PER_SCOPE_MAP = 500
 
 MODES = ("ReadOnly", "ReadWrite")

@@ -162,9 +162,12 @@ def test_a_new_secret_replaces_the_old_one(client, fleet):
     (json.dumps({"events": [{"id": "1", "action": "push"}]}).encode(), "events[0].target"),
     (json.dumps({"events": [{"id": "1", "action": "push", "target": {}}]}).encode(), "events[0].target.repository"),
     (envelope(event(repo="a" * 256)), "events[0].target.repository"),
+    (envelope(event(repo="../etc")), "events[0].target.repository"),
     (envelope(event(tag="t" * 129)), "events[0].target.tag"),
+    (envelope(event(tag="../../x y")), "events[0].target.tag"),
     (envelope(event(tag={"not": "a tag"})), "events[0].target.tag"),
-    (envelope(event(digest="sha256:" + "a" * 94)), "events[0].target.digest"),
+    (envelope(event(digest="not-a-digest")), "events[0].target.digest"),
+    (envelope(event(digest="sha512:" + "a" * 144)), "events[0].target.digest"),
     (envelope(event(), {**event("e2"), "timestamp": "2026-13-45T00:00:00Z"}), "events[1].timestamp"),
 ])
 def test_a_bad_body_is_refused_naming_the_field_and_nothing_is_stored(client, fleet, body, field):
@@ -174,6 +177,28 @@ def test_a_bad_body_is_refused_naming_the_field_and_nothing_is_stored(client, fl
     assert response.status_code == 400
     assert response.json()["errors"][0]["message"].startswith(field + ":")
     assert not ReceivedEvent.objects.exists() and not SyncMessage.objects.exists()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_a_body_not_declared_json_is_415_naming_content_type(client, fleet, content_type):
+    registry, _ = fleet
+    _, secret = events.generate_secret(registry)
+    response = client.post("/events/", envelope(event()), content_type=content_type,
+                           HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert response.status_code == 415
+    assert response.json()["errors"][0]["message"].startswith("Content-Type:")
+    assert not ReceivedEvent.objects.exists()
+    assert client.post("/events/", envelope(event()), content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
+
+
+def test_a_sha512_digest_is_stored_whole(client, fleet):
+    registry, _ = fleet
+    _, secret = events.generate_secret(registry)
+    digest = "sha512:" + "b" * 128
+    assert post(client, envelope(event(tag="", digest=digest, action="delete")), secret).status_code == 200
+    assert ReceivedEvent.objects.get().digest == digest
+    assert set(SyncMessage.objects.values_list("digest", flat=True)) == {digest}
 
 
 def test_only_post(client, fleet):

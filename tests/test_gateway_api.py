@@ -243,6 +243,13 @@ def test_a_bad_ack_body_is_refused_naming_the_field(world, body, rule):
 
 # --- who may ------------------------------------------------------------------------
 
+def test_an_ack_not_declared_json_is_415_naming_content_type(world):
+    password = world[3]
+    response = Client(REMOTE_ADDR="10.0.0.7").post(BASE + "/messages/ack", '{"ids": [1]}', content_type="text/plain",
+                                                   headers={"authorization": basic(TOKEN, password)})
+    assert response.status_code == 415 and response.json()["errors"][0]["message"].startswith("Content-Type:")
+
+
 def test_without_credentials_the_answer_is_a_basic_challenge(world):
     response = get("/messages")
     assert response.status_code == 401

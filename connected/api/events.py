@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from connected import events
 from connected.messages import EventSource
 
-from .responses import error
+from .responses import error, unless_json
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ def receive(request):
     if source is None:
         return error(401, "Authorization: Bearer <events secret> required; the secret of a registry of this "
                           "portal (python manage.py acr events-secret generate)", WWW_Authenticate=CHALLENGE)
+    refusal = unless_json(request)
+    if refusal is not None:
+        return refusal
     try:
         body = request.body
     except RequestDataTooBig:

@@ -69,7 +69,7 @@ from connected.messages import SyncMessage
 from connected.models import ConnectedRegistry, Registry, Token
 from connected.tokenservice.authenticate import burn_time, locked_seconds, note_failure, note_success, parse_basic
 
-from .responses import error
+from .responses import error, unless_json
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,9 @@ def _ids(body: bytes) -> tuple[list[int] | None, str]:
 @_allow("POST")
 def acknowledge(request, registry_name: str, name: str):
     caller, refusal = _authenticate(request, registry_name, name, "message/write")
+    if refusal is not None:
+        return refusal
+    refusal = unless_json(request)
     if refusal is not None:
         return refusal
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 
 CODES = {400: "INVALID", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NOT_FOUND", 405: "UNSUPPORTED",
-         409: "CONFLICT", 413: "TOO_LARGE", 429: "TOOMANYREQUESTS"}
+         409: "CONFLICT", 413: "TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOOMANYREQUESTS"}
 
 
 def error(status: int, message: str, **headers) -> JsonResponse:
@@ -12,3 +12,15 @@ def error(status: int, message: str, **headers) -> JsonResponse:
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
+
+
+def unless_json(request) -> JsonResponse | None:
+    """415 naming Content-Type unless the body is declared JSON (application/json,
+    or a +json type such as distribution's events type); None when it is."""
+    media_type = request.content_type or ""
+    if not media_type and not request.META.get("CONTENT_LENGTH", "").strip("0"):
+        return None  # no body at all: the body's own rule names what is missing
+    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+        return None
+    return error(415, f"Content-Type: must be application/json (or an application/...+json type), "
+                      f"not '{media_type or 'none'}'")
