@@ -196,6 +196,34 @@ def validate_login_server(url: str, field: str = "login_server") -> str:
     return text.rstrip("/")
 
 
+def validate_portal_url(url: str, field: str = "portal_url") -> str:
+    """The portal as registries reach it (realm and events URLs are made from
+    it): http or https, a host, optional port and path, no credentials, query
+    or fragment. Returns it without a trailing slash."""
+    text = (url or "").strip()
+    parts = urlsplit(text)
+    if parts.username is not None or parts.password is not None:
+        fail(field, "the portal URL must not carry credentials: use http(s)://host[:port][/path].")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or any(c.isspace() for c in text):
+        fail(field, f"'{url}' is not a valid portal URL: use http(s)://host[:port][/path], as registries reach "
+                    "the portal.")
+    try:
+        parts.port
+    except ValueError:
+        fail(field, f"'{url}' has an invalid port.")
+    return text.rstrip("/")
+
+
+def validate_listen_address(addr: str, field: str = "http_addr") -> str:
+    """A registry's listen address: [HOST]:PORT with a port from 1 to 65535."""
+    host, sep, port = (addr or "").strip().rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c.isspace() for c in host) \
+            or "/" in host:
+        fail(field, f"'{addr}' is not a listen address: use [HOST]:PORT, such as :5000 or 127.0.0.1:5000.")
+    return addr.strip()
+
+
 # --- tokens and connection strings -----------------------------------------
 
 TOKEN_STATUSES = ("enabled", "disabled")

@@ -3,7 +3,9 @@ errors, lookups that name the flag, confirmation prompts."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
@@ -21,6 +23,7 @@ FIELD_FLAGS = {
     "password": "--password1/--password2", "expiration_in_days": "--expiration-in-days",
     "repository": "--repository", "scope_map": "--scope-map",
     "add_client_tokens": "--add-client-tokens", "remove_client_tokens": "--remove-client-tokens",
+    "portal_url": "--portal-url", "http_addr": "--http-addr", "connected_registry": "--connected-registry",
     # queue_sync's reasons concern the connected registry named by --name.
     "sync": "--name",
 }
@@ -79,6 +82,40 @@ def lookup(finder, *args, flag: str):
         return finder(*args)
     except operations.NotFound as e:
         raise CommandError(f"{flag}: {e}") from None
+
+
+def optional_connected_registry(reg, name: str | None, flag: str):
+    """The connected registry an optional flag names, None when the flag is
+    left out; an empty value is an error (it must not mean "the registry")."""
+    if name is None:
+        return None
+    if not name.strip():
+        raise CommandError(f"{flag}: must name a connected registry; leave the flag out to mean the registry "
+                           "itself.")
+    return lookup(operations.get_connected_registry, reg, name, flag=flag)
+
+
+def checked(validate, value, field: str):
+    """validate(value, field) when a value was given (None stays None), its
+    ValidationError as the one-line error naming the flag."""
+    if value is None:
+        return None
+    try:
+        return validate(value, field)
+    except ValidationError as e:
+        raise user_error(e) from None
+
+
+def writable_dir(path: str, flag: str) -> None:
+    """Make the directory (and its parents) if need be; CommandError naming the
+    flag when it cannot be written, before anything else changes."""
+    target = Path(path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CommandError(f"{flag}: cannot create '{path}' ({e.strerror}).") from None
+    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+        raise CommandError(f"{flag}: '{path}' is not a directory this user can write to.")
 
 
 def registry(name: str, flag: str = "--registry"):

@@ -93,6 +93,11 @@ def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, r
     if (storage_dir or http_addr) and not registry_config:
         raise CommandError("--registry-config: --storage-dir and --http-addr apply to the registry config; "
                            "give --registry-config DIR.")
+    # Checked before a password is replaced, so a bad flag changes nothing.
+    portal_url = base.checked(validation.validate_portal_url, portal_url, "portal_url")
+    http_addr = base.checked(validation.validate_listen_address, http_addr, "http_addr")
+    if registry_config:
+        base.writable_dir(registry_config, "--registry-config")
     if slot is not None:
         base.confirm(cmd, f"A new password{slot} of '{cr.name}-sync-token' replaces the current one, which "
                           "stops working (the other password keeps working).", yes)

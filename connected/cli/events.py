@@ -2,8 +2,7 @@
 events with (shown once), and the notifications block that uses it."""
 from __future__ import annotations
 
-
-from connected import events, operations
+from connected import events, validation
 from connected.tokenservice.registry_config import notifications_block
 
 from . import base
@@ -11,8 +10,8 @@ from . import base
 
 def secret_generate(cmd, registry, connected_registry, portal_url, yes, **_):
     reg = base.registry(registry)
-    cr = base.lookup(operations.get_connected_registry, reg, connected_registry,
-                     flag="--connected-registry") if connected_registry else None
+    cr = base.optional_connected_registry(reg, connected_registry, "--connected-registry")
+    portal_url = base.checked(validation.validate_portal_url, portal_url, "portal_url")
     who = f"connected registry '{cr.name}'" if cr else f"registry '{reg.name}'"
     if (cr.event_source_or_none() if cr else reg.event_sources.filter(connected_registry__isnull=True).exists()):
         base.confirm(cmd, f"A new events secret of {who} replaces the current one, which stops working "

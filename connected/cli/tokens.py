@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from connected import cli_output, client_tokens, credentials, operations
+from connected import cli_output, client_tokens, credentials, validation
 from connected.tokenservice import registry_config
 
 from . import base
@@ -24,13 +24,14 @@ def create(cmd, registry, name, repositories, scope_map, status, no_passwords, e
 
 def service_export(cmd, registry, connected_registry, output_dir, portal_url, **_):
     service = None
-    if connected_registry and not registry:
+    if connected_registry is not None and not registry:
         raise CommandError("--connected-registry: give its --registry too.")
+    portal_url = base.checked(validation.validate_portal_url, portal_url, "portal_url")
     if registry:
         reg = base.registry(registry)
-        cr = base.lookup(operations.get_connected_registry, reg, connected_registry,
-                         flag="--connected-registry") if connected_registry else None
+        cr = base.optional_connected_registry(reg, connected_registry, "--connected-registry")
         service = registry_config.service_of(reg, cr)
+    base.writable_dir(output_dir, "--output-dir")
     result = registry_config.export(output_dir, service, portal_url)
     cmd.emit(result)
 
