@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from . import validation
 from .audit import SYSTEM, Actor, record
-from .health_check import record_state
-from .models import SYNC_TOKEN_DISABLED, ConnectedRegistry, Registry, ScopeMap, Token, sync_token_disabled_detail
+from .health_check import reassess
+from .models import ConnectedRegistry, Registry, ScopeMap, Token
 from .operations import NotFound, stop_runs
 from .tokenservice import sealed
 
@@ -59,13 +59,9 @@ def update_token_status(token: Token, status: str, actor: Actor = SYSTEM) -> Tok
         record(actor, "token.update", "token", token.name, token.registry.name, {"status": [old, status]})
         cr = token.connected_registry
         if cr is not None:
-            details = [d for d in cr.status_details or [] if d.get("code") != SYNC_TOKEN_DISABLED]
             if status == Token.Status.DISABLED:
-                details.append(sync_token_disabled_detail(cr, token))
-                cr.connection_state = ConnectedRegistry.ConnectionState.OFFLINE
                 stop_runs(cr, f"the sync token '{token.name}' was disabled")
-            cr.status_details = details
-            record_state(cr, cr.connection_state, details)
+            reassess(cr)
     return token
 
 

@@ -60,6 +60,23 @@ class HealthFacts:
     sync_schedule: str = CONTINUOUS_SCHEDULE
     sync_window: dt.timedelta | None = None
     registry_name: str = ""
+    sync_token_name: str = ""
+
+
+def sync_token_disabled_text(registry_name: str, token_name: str) -> str:
+    """Why sync is stopped when the sync token is disabled, with the fix."""
+    return (f"its sync token '{token_name}' is disabled (enable it: python manage.py acr token update "
+            f"--registry {registry_name} --name {token_name} --status enabled).")
+
+
+def data_endpoint_disabled_text(registry_name: str) -> str:
+    """Why sync refuses while the registry's data endpoint is disabled, with the fix."""
+    return (f"the data endpoint of registry '{registry_name}' is disabled (enable it: python manage.py acr update "
+            f"--name {registry_name} --data-endpoint-enabled).")
+
+
+def unreachable_description(error: str) -> str:
+    return f"the connected registry does not answer: {error}"
 
 
 def _detail(kind: str, code: str, description: str, now: dt.datetime) -> dict:
@@ -144,15 +161,15 @@ def derive_state(facts: HealthFacts, now: dt.datetime, behind_after: dt.timedelt
     details = []
     probe = facts.probe
     if probe is not None and not probe.reachable:
-        details.append(_detail("Connectivity", UNREACHABLE, f"the connected registry does not answer: {probe.error}",
-                               now))
+        details.append(_detail("Connectivity", UNREACHABLE, unreachable_description(probe.error), now))
         return OFFLINE, details
     if not facts.data_endpoint_enabled:
         details.append(_detail("Gateway", DATA_ENDPOINT_DISABLED,
-                               f"the data endpoint of registry '{facts.registry_name}' is disabled: no sync message "
-                               "is served and sync refuses", now))
+                               "no sync message is served and sync refuses: "
+                               + data_endpoint_disabled_text(facts.registry_name), now))
     if not facts.sync_token_enabled:
-        details.append(_detail("SyncToken", SYNC_TOKEN_DISABLED, "the sync token is disabled: sync is stopped", now))
+        details.append(_detail("SyncToken", SYNC_TOKEN_DISABLED, "sync is stopped: "
+                               + sync_token_disabled_text(facts.registry_name, facts.sync_token_name), now))
     if probe is not None and probe.authenticated is False:
         details.append(_detail("Authentication", AUTHENTICATION_FAILED,
                                f"the sync token's credentials are refused: {probe.error}", now))

@@ -71,7 +71,10 @@ def facts_of(cr: ConnectedRegistry, probed: health.Probe | None,
     now = now or timezone.now()
     runs = cr.runs.order_by("-queued_at", "-pk")
     running = runs.filter(status=SyncRun.Status.RUNNING).exists()
-    last = runs.filter(status__in=FINISHED_SYNCS).first()
+    # A run refused before it started (a disabled sync token, a disabled data
+    # endpoint) says nothing of sync itself: its blocker is a fact of its own,
+    # listed while it holds, gone when it is lifted.
+    last = runs.filter(status__in=FINISHED_SYNCS).exclude(error__startswith=SyncRun.REFUSED_PREFIX).first()
     token = cr.sync_token_or_none()
     # Behind by hours: since the last successful sync (or since it was
     # created) when the latest sync did not succeed.
@@ -92,7 +95,8 @@ def facts_of(cr: ConnectedRegistry, probed: health.Probe | None,
         probe=probed, running=running, last_run_status=last.status if last else None,
         last_run_error=(last.error if last else "")[:300], last_sync_at=cr.last_sync_at, behind_since=behind_since,
         pending_changes=pending["count"], oldest_pending_at=pending["oldest"], expired_messages=expired.count(),
-        sync_schedule=cr.sync_schedule, sync_window=_window_of(cr), registry_name=cr.registry.name)
+        sync_schedule=cr.sync_schedule, sync_window=_window_of(cr), registry_name=cr.registry.name,
+        sync_token_name=token.name if token is not None else "")
 
 
 def _window_of(cr: ConnectedRegistry) -> dt.timedelta | None:
@@ -114,16 +118,39 @@ def is_deployed(cr: ConnectedRegistry) -> bool:
     return cr.activation_status == ConnectedRegistry.Activation.ACTIVE and bool(cr.login_server)
 
 
-def check(cr: ConnectedRegistry, now: dt.datetime | None = None, probed: health.Probe | None = None) -> str:
+def check(cr: ConnectedRegistry, now: dt.datetime | None = None, probed: health.Probe | None = None,
+          fresh: bool = True) -> str:
     """Store one connected registry's state (probing it unless probed is
-    given); returns the state."""
+    given); returns the state. fresh: the probe was made now (it sets the
+    last activity when the registry answered)."""
     now = now or timezone.now()
     if probed is None and is_deployed(cr):
         probed = probe(cr)
     behind_after = dt.timedelta(seconds=settings.PORTAL["BEHIND_AFTER_SECONDS"])
     state, details = health.derive_state(facts_of(cr, probed, now), now, behind_after, message_grace())
-    record_state(cr, state, details, reached=bool(probed and probed.reachable))
+    record_state(cr, state, details, reached=fresh and bool(probed and probed.reachable))
     return state
+
+
+def last_probe(cr: ConnectedRegistry) -> health.Probe | None:
+    """What the last check found of the registry's reachability, read back
+    from its stored details (None when it is not deployed)."""
+    if not is_deployed(cr):
+        return None
+    prefix = health.unreachable_description("")
+    for detail in cr.status_details or []:
+        if detail.get("code") == health.UNREACHABLE:
+            return health.Probe(reachable=False, error=str(detail.get("description", "")).removeprefix(prefix))
+    return health.Probe(reachable=True)
+
+
+def reassess(cr: ConnectedRegistry) -> str:
+    """Derive the state again at once after one of its facts changed here (its
+    sync token's status, its registry's data endpoint), with what the last
+    probe found instead of a new one: the change shows now, by the same rules
+    as the periodic check, rather than at the next check."""
+    cr = ConnectedRegistry.objects.select_related("registry", "parent").get(pk=cr.pk)
+    return check(cr, probed=last_probe(cr), fresh=False)
 
 
 PROBES_AT_ONCE = 16

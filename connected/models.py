@@ -281,9 +281,9 @@ class ConnectedRegistry(models.Model):
         if self.parent_id and not self.parent.login_server:
             reasons.append(f"its parent '{self.parent.name}' has no login server: activate the parent first.")
         if not self.registry.data_endpoint_enabled:
-            reasons.append(f"the data endpoint of registry '{self.registry.name}' is disabled "
-                           f"(enable it: python manage.py acr update --name {self.registry.name} "
-                           "--data-endpoint-enabled).")
+            from . import health
+
+            reasons.append(health.data_endpoint_disabled_text(self.registry.name))
         token = self.sync_token_or_none()
         if token is not None and token.status == token.Status.DISABLED:
             reasons.append(sync_token_disabled_text(self, token))
@@ -294,8 +294,9 @@ SYNC_TOKEN_DISABLED = "SyncTokenDisabled"
 
 
 def sync_token_disabled_text(cr: ConnectedRegistry, token) -> str:
-    return (f"its sync token '{token.name}' is disabled (enable it: python manage.py acr token update "
-            f"--registry {cr.registry.name} --name {token.name} --status enabled).")
+    from . import health
+
+    return health.sync_token_disabled_text(cr.registry.name, token.name)
 
 
 def sync_token_disabled_detail(cr: ConnectedRegistry, token, when: dt.datetime | None = None) -> dict:
@@ -332,6 +333,8 @@ class SyncRun(models.Model):
 
     FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED,
                 Status.WINDOW_CLOSED, Status.SKIPPED)
+    # The error of a run that never started because sync_blockers() said no.
+    REFUSED_PREFIX = "sync refused: "
 
     connected_registry = models.ForeignKey(ConnectedRegistry, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=12, choices=Trigger.choices, default=Trigger.MANUAL)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import access, syncs, validation
 from .audit import SYSTEM, Actor, changed, record
-from .health_check import record_state
+from .health_check import reassess, record_state
 from .models import ConnectedRegistry, Registry, ScopeMap, SyncRun, Token
 from .registry_client import RegistryError, ping
 
@@ -78,6 +78,9 @@ def update_registry(registry: Registry, *, data_endpoint_enabled: bool | None = 
         registry.save()
         if changes:
             record(actor, "registry.update", "registry", registry.name, registry.name, changes)
+        if "dataEndpointEnabled" in changes:
+            for cr in registry.connected_registries.all():
+                reassess(cr)  # sync refuses (or may go on) from now: the states say so now
     return registry
 
 

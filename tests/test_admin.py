@@ -480,7 +480,7 @@ def test_disable_and_enable_the_sync_token(root, tree):
     html = action(root, "connectedregistry", "disable_sync_token", [cr]).content.decode()
     assert "Sync token disabled: aroot." in html
     cr.refresh_from_db()
-    assert cr.sync_token.status == "disabled" and cr.connection_state == "Offline"
+    assert cr.sync_token.status == "disabled" and cr.connection_state == "Unhealthy"
     assert any(d["code"] == "SyncTokenDisabled" for d in cr.status_details)
     html = action(root, "connectedregistry", "sync_now", [cr]).content.decode()
     assert "sync token &#x27;aroot-sync-token&#x27; is disabled" in html and not SyncRun.objects.exists()

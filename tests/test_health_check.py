@@ -46,21 +46,44 @@ def test_an_unreachable_registry_is_offline_with_the_reason(cr, child_registry):
     assert change.status_details[0]["code"] == "Unreachable"
 
 
+def history(cr):
+    return [(c.previous_state, c.state, [d["code"] for d in c.status_details])
+            for c in ConnectionStateChange.objects.filter(connected_registry=cr).order_by("at", "pk")]
+
+
 def test_a_disabled_sync_token_makes_it_unhealthy_and_enabling_clears_it(cr):
     execute_run(SyncRun.objects.create(connected_registry=cr).pk)
     token = credentials.sync_token_of(cr)
     credentials.update_token_status(token, "disabled")
-    assert health_check.check(fresh(cr)) == "Unhealthy"
-    assert "SyncTokenDisabled" in codes(cr)
+    # At once, not at the next check; and the check agrees: one cause, one change.
+    assert fresh(cr).connection_state == "Unhealthy" and codes(cr) == ["SyncTokenDisabled"]
+    assert execute_run(SyncRun.objects.create(connected_registry=cr).pk).status == "failed"  # refused
+    assert health_check.check(fresh(cr)) == "Unhealthy" and codes(cr) == ["SyncTokenDisabled"]
     credentials.update_token_status(credentials.sync_token_of(cr), "enabled")
+    assert fresh(cr).connection_state == "Online" and codes(cr) == []  # the refused run is no failed sync
     assert health_check.check(fresh(cr)) == "Online" and codes(cr) == []
+    assert history(cr)[-2:] == [("Online", "Unhealthy", ["SyncTokenDisabled"]), ("Unhealthy", "Online", [])]
 
 
-def test_a_disabled_data_endpoint_makes_it_unhealthy(cr):
+def test_a_disabled_data_endpoint_makes_it_unhealthy_at_once_and_enabling_clears_it(cr):
     execute_run(SyncRun.objects.create(connected_registry=cr).pk)
     operations.update_registry(cr.registry, data_endpoint_enabled=False)
-    assert health_check.check(fresh(cr)) == "Unhealthy"
-    assert codes(cr) == ["DataEndpointDisabled"]
+    assert fresh(cr).connection_state == "Unhealthy" and codes(cr) == ["DataEndpointDisabled"]
+    assert "--data-endpoint-enabled" in fresh(cr).status_details[0]["description"]
+    assert health_check.check(fresh(cr)) == "Unhealthy" and codes(cr) == ["DataEndpointDisabled"]
+    operations.update_registry(Registry.objects.get(), data_endpoint_enabled=True)
+    assert fresh(cr).connection_state == "Online" and codes(cr) == []
+    assert history(cr)[-2:] == [("Online", "Unhealthy", ["DataEndpointDisabled"]), ("Unhealthy", "Online", [])]
+
+
+def test_a_change_of_facts_keeps_what_the_last_probe_found(cr, child_registry):
+    execute_run(SyncRun.objects.create(connected_registry=cr).pk)
+    child_registry.stop()
+    assert health_check.check(fresh(cr)) == "Offline"
+    activity = fresh(cr).last_activity_at
+    operations.update_registry(cr.registry, data_endpoint_enabled=False)
+    assert fresh(cr).connection_state == "Offline" and codes(cr) == ["Unreachable"]
+    assert fresh(cr).last_activity_at == activity  # no probe was made: no activity heard
 
 
 def test_a_failed_last_sync_is_a_reason(cr, parent_registry):

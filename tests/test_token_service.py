@@ -162,7 +162,7 @@ def test_a_sync_with_a_disabled_sync_token_fails_with_a_clear_reason(world):
     assert run.status == SyncRun.Status.FAILED
     assert "sync token 'myconnectedregistry-sync-token' is disabled" in run.error
     cr = ConnectedRegistry.objects.get(pk=world.cr.pk)
-    assert cr.connection_state == "Offline"
+    assert cr.connection_state == "Unhealthy"  # it answers, but sync is stopped
     assert [d["code"] for d in cr.current_status_details()] == ["SyncTokenDisabled"]
     # The registries refuse it themselves: a deployed instance holding the
     # connection string can no longer pull either.

@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
-from connected import credentials, operations, syncs
+from connected import credentials, health_check, operations, syncs
 from connected.audit import Actor, AuditEvent
 from connected.models import ConnectedRegistry, ScopeMap, SyncRun, Token
 from connected.sync.runner import execute_run
@@ -146,12 +146,18 @@ def test_a_disabled_sync_token_stops_sync_and_the_state_says_why(cr, registry):
     running = SyncRun.objects.create(connected_registry=cr, status=SyncRun.Status.RUNNING)
     credentials.update_token_status(cr.sync_token, "disabled", actor=Actor("alice", "cli"))
     cr = ConnectedRegistry.objects.get(pk=cr.pk)
-    assert cr.connection_state == "Offline"
+    # At once, by the health rules: still Syncing while the running run stops, with the reason.
+    assert cr.connection_state == "Syncing"
     assert [d["code"] for d in cr.status_details] == ["SyncTokenDisabled"]
+    assert "acr token update --registry myacrregistry --name myconnectedregistry-sync-token --status enabled" \
+        in cr.status_details[0]["description"]
     assert any("sync token 'myconnectedregistry-sync-token' is disabled" in b for b in cr.sync_blockers())
     queued.refresh_from_db()
     running.refresh_from_db()
     assert queued.status == "cancelled" and running.cancel_requested
+    SyncRun.objects.filter(pk=running.pk).update(status=SyncRun.Status.CANCELLED)
+    assert health_check.reassess(cr) == "Unhealthy"  # answering, but sync is stopped
+    assert [c.state for c in cr.state_changes.all()] == ["Unhealthy"]  # one cause, one change
     with pytest.raises(ValidationError) as refused:
         syncs.queue_sync(cr)
     assert "is disabled" in refused.value.messages[0]

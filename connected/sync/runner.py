@@ -143,7 +143,7 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
     cr = run.connected_registry
     blockers = cr.sync_blockers()
     if blockers:
-        return _finish(run, SyncRun.Status.FAILED, "sync refused: " + " ".join(blockers))
+        return _finish(run, SyncRun.Status.FAILED, SyncRun.REFUSED_PREFIX + " ".join(blockers))
 
     portal = settings.PORTAL
     lease = SyncLease(cr.pk, lease_owner(run), portal["SYNC_LOCK_TTL_SECONDS"])
