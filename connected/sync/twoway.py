@@ -69,7 +69,7 @@ class TwoWaySync:
             work = [d for d in decided if d is not None and not isinstance(d, TagResult)]
             done = [d for d in decided if isinstance(d, TagResult)]
             planned = list(pool.map(self._plan, work))
-            self.observer.planned(len(done) + len(work), sum(self._bytes(w) for w in planned if w is not None))
+            self.observer.planned(len(done) + len(work), self._bytes([w for w in planned if w is not None]))
             for tag_result in done:
                 self._finish(result, tag_result)
             for future in as_completed([pool.submit(self._carry_out, w) for w in planned if w is not None]):
@@ -120,14 +120,19 @@ class TwoWaySync:
         planned = self.down.guard((repo, tag), lambda r, t: plan())
         return planned if not isinstance(planned, TagResult) else ("failed", planned)
 
-    def _bytes(self, planned) -> int:
-        if planned[0] == "down":
-            return self.down.bytes_missing([planned[1]])
-        if planned[0] == "up":
-            return self.up.bytes_missing([planned[1]])
-        if planned[0] == "conflict":
-            return self.up.bytes_missing([planned[1]]) + self.down.bytes_missing([planned[2]])
-        return 0
+    def _bytes(self, planned: list) -> int:
+        """Bytes the planned work will transfer, each missing blob once per
+        direction however many tags share it (as the copies send them)."""
+        downs, ups = [], []
+        for work in planned:
+            if work[0] == "down":
+                downs.append(work[1])
+            elif work[0] == "up":
+                ups.append(work[1])
+            elif work[0] == "conflict":
+                ups.append(work[1])
+                downs.append(work[2])
+        return self.down.bytes_missing(downs) + self.up.bytes_missing(ups)
 
     # --- doing --------------------------------------------------------------------
 
