@@ -298,12 +298,15 @@ def test_unknown_token_and_unknown_registry_look_like_a_wrong_password(world):
         assert response["WWW-Authenticate"].startswith("Basic ")
 
 
-def test_an_unknown_connected_registry_is_404_only_with_valid_credentials(world):
+def test_an_unknown_connected_registry_is_refused_like_another_ones(world):
+    """A sync token cannot learn which other connected registries exist."""
     _, _, _, password, _ = world
     assert get(f"/gateway/{REGISTRY}/nosuchregistry/config", password="wrong").status_code == 401
-    response = get(f"/gateway/{REGISTRY}/nosuchregistry/config", password=password)
-    assert response.status_code == 404
-    assert the_error(response) == f"connected registry 'nosuchregistry' not found in registry '{REGISTRY}'"
+    unknown = get(f"/gateway/{REGISTRY}/nosuchregistry/config", password=password)
+    existing = get(f"/gateway/{REGISTRY}/otherregistry/config", password=password)
+    assert unknown.status_code == existing.status_code == 403
+    assert the_error(unknown) == (f"token '{TOKEN}' is not the sync token of connected registry 'nosuchregistry': "
+                                  "only a connected registry's own sync token uses its gateway")
 
 
 def test_another_connected_registrys_sync_token_is_refused(world):

@@ -26,11 +26,10 @@ Authentication: HTTP Basic with the connected registry's own sync token
   either door count together;
 - wrong, rotated-out or expired password -> 401 (counts a failure);
 - right password: the connected registry named in the path is looked up
-  only now, so its name (404 when unknown) is revealed only to a holder of
-  a valid token of that registry;
-- a token that is not that connected registry's own sync token (a client
-  token, another connected registry's sync token) -> 403, whatever its
-  scope map says;
+  only now; a token that is not its own sync token (a client token,
+  another connected registry's sync token) -> 403, whatever its scope map
+  says, and the same 403 when no connected registry has that name, so no
+  token can tell which others exist;
 - from here the caller is the connected registry itself: its last activity
   is noted (the portal heard from it), even if what follows refuses;
 - disabled sync token -> 403 saying so and how to enable it;
@@ -160,11 +159,12 @@ def _authenticate(request, registry_name: str, name: str, action: str) -> tuple[
     note_success(token, client)
 
     cr = registry.connected_registries.select_related("registry", "parent").filter(name__iexact=name).first()
-    if cr is None:
-        return None, error(404, f"connected registry '{name[:50]}' not found in registry '{registry.name}'")
-    if token.connected_registry_id != cr.pk:
-        _refused(registry, username, token, cr.name, action, "not the sync token of this connected registry", client)
-        return None, error(403, f"token '{token.name}' is not the sync token of connected registry '{cr.name}': "
+    # Whether another connected registry exists is none of this token's
+    # business: an unknown name is refused like someone else's.
+    if cr is None or token.connected_registry_id != cr.pk:
+        shown = cr.name if cr is not None else name[:50]
+        _refused(registry, username, token, shown, action, "not the sync token of this connected registry", client)
+        return None, error(403, f"token '{token.name}' is not the sync token of connected registry '{shown}': "
                                 "only a connected registry's own sync token uses its gateway")
     ConnectedRegistry.objects.filter(pk=cr.pk).update(last_activity_at=moment)
     cr.last_activity_at = moment
