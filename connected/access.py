@@ -68,6 +68,14 @@ _VERIFIED_KEY = secrets.token_bytes(32)
 VERIFIED_FOR_SECONDS = 300.0
 
 
+def password_remembered(clear: str, stored_hash: str) -> bool:
+    """Whether clear was verified against stored_hash in this process within
+    VERIFIED_FOR_SECONDS: an HMAC comparison, no slow hash."""
+    remembered = _VERIFIED.get(stored_hash)
+    return remembered is not None and remembered[1] > time.monotonic() and hmac.compare_digest(
+        remembered[0], hmac.new(_VERIFIED_KEY, clear.encode(), hashlib.sha256).digest())
+
+
 def password_matches(clear: str, stored_hash: str) -> bool:
     """check_password, with recent successes remembered (see _VERIFIED)."""
     presented = hmac.new(_VERIFIED_KEY, clear.encode(), hashlib.sha256).digest()
@@ -192,6 +200,19 @@ class Token(models.Model):
                 expires = getattr(self, f"password{slot}_expires_at")
                 return slot, expires is not None and expires <= now
         return None, False
+
+    def remembered_slot(self, clear: str, now: dt.datetime | None = None) -> int | None:
+        """The slot whose unexpired password clear was recently verified to be
+        in this process (see password_remembered), else None. Cheap: it lets the
+        holder of the right password through while others' failures have its
+        address slowed down, without a slow hash per attempt."""
+        now = now or timezone.now()
+        for slot in validation.PASSWORD_SLOTS:
+            stored = getattr(self, f"password{slot}_hash")
+            expires = getattr(self, f"password{slot}_expires_at")
+            if stored and (expires is None or expires > now) and password_remembered(clear, stored):
+                return slot
+        return None
 
     def verify_password(self, clear: str, now: dt.datetime | None = None) -> int | None:
         """The slot (1 or 2) whose unexpired password is clear, else None."""

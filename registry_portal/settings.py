@@ -204,6 +204,10 @@ PORTAL = {
     "TOKEN_FAILURE_LIMIT": int(os.environ.get("PORTAL_TOKEN_FAILURE_LIMIT", "5")),
     "TOKEN_FAILURE_WINDOW_SECONDS": float(os.environ.get("PORTAL_TOKEN_FAILURE_WINDOW", "60")),
     "MAX_CLIENT_TOKENS": int(os.environ.get("PORTAL_MAX_CLIENT_TOKENS", "50")),
+    # Reverse proxies in front of the portal (their addresses): behind them the
+    # client is the nearest X-Forwarded-For hop that is not one of them.
+    "TRUSTED_PROXIES": frozenset(a.strip() for a in os.environ.get("PORTAL_TRUSTED_PROXIES", "").split(",")
+                                 if a.strip()),
 }
 
 LOGGING = {

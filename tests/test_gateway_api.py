@@ -267,7 +267,7 @@ def test_a_wrong_password_is_401_and_repeated_failures_are_throttled(world, sett
         assert response["WWW-Authenticate"].startswith('Basic realm="')
         assert the_error(response) == "invalid token name or password"
         assert "messages" not in response.json()
-    response = get("/messages", password=password)  # even the right password waits now
+    response = get("/messages", password=password)  # even the right password waits now (not verified lately)
     assert response.status_code == 429
     assert 0 < int(response["Retry-After"]) <= 60
     assert the_error(response).startswith(f"too many failed attempts for token '{TOKEN}'")
@@ -276,6 +276,10 @@ def test_a_wrong_password_is_401_and_repeated_failures_are_throttled(world, sett
     assert all(password not in json.dumps(e.changes) for e in refusals)
     cache.clear()  # the window's end
     assert get("/messages", password=password).status_code == 200
+    # Verified now: guesses from its address no longer stop the agent, only themselves.
+    assert [get("/messages", password="wrong").status_code for _ in range(4)] == [401, 401, 401, 429]
+    assert get("/messages", password=password).status_code == 200
+    assert get("/messages", password="wrong").status_code == 429
 
 
 def test_an_expired_password_is_401(world):

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.core.cache import cache
 from django.utils import timezone
 
-from connected import client_tokens, credentials, operations
+from connected import access, client_tokens, credentials, operations
 from connected.models import AuditEvent, ConnectedRegistry, Registry, SyncRun, Token
 from connected.registry_client import AuthError, RegistryClient
 from connected.sync.runner import execute_run
@@ -229,7 +229,8 @@ def test_repeated_failures_for_one_token_are_slowed_down_without_sleeping(world,
         return response, time.monotonic() - started
 
     assert [ask("wrong")[0].status_code for _ in range(3)] == [401, 401, 401]
-    slowed, took = ask(world.pusher_password)  # even the right password waits out the window
+    access._VERIFIED.clear()  # the right password, not verified lately, waits out the window too
+    slowed, took = ask(world.pusher_password)
     assert slowed.status_code == 429 and 1 <= int(slowed.headers["Retry-After"]) <= 60
     assert took < int(slowed.headers["Retry-After"])  # answered at once: nothing sleeps out the window
     assert refusals(object_name="pusher").latest("pk").changes["reason"] == [None, "too many failures"]
@@ -251,10 +252,51 @@ def test_failures_from_one_address_do_not_lock_out_another(world, portal_setting
 
     for _ in range(3):
         assert decide(target, basic("wrong"), ["repository:hello-world:pull"], client="203.0.113.9").status == 401
+    access._VERIFIED.clear()  # not verified lately: the right password waits there too
     assert decide(target, basic(world.pusher_password), ["repository:hello-world:pull"],
                   client="203.0.113.9").status == 429
     assert decide(target, basic(world.pusher_password), ["repository:hello-world:pull"],
                   client="10.0.0.7").status == 200
+
+
+def test_a_password_verified_lately_passes_while_its_address_is_slowed_down(world, portal_settings):
+    """Guessers behind the worker's own address (one host, one proxy) cannot stop
+    its syncs: a password this process verified within minutes passes, with no
+    slow hash; anything else from there is 429 until the window ends."""
+    import base64
+
+    from connected.tokenservice.authenticate import decide, find_target
+
+    portal_settings.PORTAL = {**portal_settings.PORTAL, "TOKEN_FAILURE_LIMIT": 3}
+    target = find_target("myacrregistry")
+
+    def ask(password):
+        header = "Basic " + base64.b64encode(f"pusher:{password}".encode()).decode()
+        return decide(target, header, ["repository:hello-world:pull"], client="127.0.0.1").status
+
+    assert ask(world.pusher_password) == 200  # verified: remembered by this process
+    assert [ask("wrong") for _ in range(3)] == [401, 401, 401]
+    assert ask("wrong") == 429 and ask("another guess") == 429
+    assert ask(world.pusher_password) == 200
+    assert ask("wrong") == 429  # its pass did not reset the others' count
+    credentials.generate_password(Token.objects.get(name="pusher"), 1)  # a new password forgets the old
+    assert ask(world.pusher_password) == 429
+
+
+@pytest.mark.parametrize("meta, trusted, expected", [
+    ({"REMOTE_ADDR": "10.0.0.7"}, "", "10.0.0.7"),
+    ({"REMOTE_ADDR": "10.0.0.7", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}, "", "10.0.0.7"),  # untrusted: ignored
+    ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}, "10.0.0.1", "203.0.113.9"),
+    ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 203.0.113.9, 10.0.0.2"}, "10.0.0.1,10.0.0.2",
+     "203.0.113.9"),  # the nearest hop that is not a proxy: earlier ones are the client's own say
+    ({"REMOTE_ADDR": "10.0.0.1"}, "10.0.0.1", "10.0.0.1"),
+])
+def test_the_client_address_behind_trusted_proxies(portal_settings, meta, trusted, expected):
+    from connected.tokenservice.authenticate import client_address
+
+    portal_settings.PORTAL = {**portal_settings.PORTAL,
+                              "TRUSTED_PROXIES": frozenset(a for a in trusted.split(",") if a)}
+    assert client_address(meta) == expected
 
 
 def test_a_connected_registry_started_from_get_settings_config_uses_the_portal(world, tmp_path):

@@ -66,7 +66,8 @@ from connected import cli_output
 from connected.audit import Actor, Source, record
 from connected.messages import SyncMessage
 from connected.models import ConnectedRegistry, Registry, Token
-from connected.tokenservice.authenticate import burn_time, locked_seconds, note_failure, note_success, parse_basic
+from connected.tokenservice.authenticate import burn_time, client_address, locked_seconds, note_failure, note_success, \
+    parse_basic
 
 from .responses import error, unless_json
 
@@ -126,7 +127,7 @@ def _refused(registry: Registry, username: str, token: Token | None, name: str, 
 def _authenticate(request, registry_name: str, name: str, action: str) -> tuple[Caller | None, JsonResponse | None]:
     """(the caller, None), or (None, the refusal); see the module docstring."""
     moment = now()
-    client = request.META.get("REMOTE_ADDR", "")
+    client = client_address(request.META)
     credentials = parse_basic(request.META.get("HTTP_AUTHORIZATION"))
     if credentials is None:
         return None, _unauthorized("authentication required: HTTP Basic with the connected registry's sync token "
@@ -145,18 +146,23 @@ def _authenticate(request, registry_name: str, name: str, action: str) -> tuple[
         return None, _unauthorized(BAD_CREDENTIALS)
 
     locked = locked_seconds(token, client, moment)
-    if locked:
+    # While locked, only a password this process verified recently passes
+    # (no slow hash): the holder keeps working, guessers get 429.
+    slot, expired = (token.remembered_slot(password, moment), False) if locked else (None, False)
+    if locked and slot is None:
         _refused(registry, username, token, name, action, "too many failures", client)
         return None, error(429, f"too many failed attempts for token '{token.name}': retry in {locked} s",
                            Retry_After=str(locked))
-    slot, expired = token.matching_slot(password, moment)
+    if slot is None:
+        slot, expired = token.matching_slot(password, moment)
     if slot is None or expired:
         note_failure(token, client, moment)
         reason = "wrong password" if slot is None else f"password{slot} expired"
         _refused(registry, username, token, name, action, reason, client)
         return None, _unauthorized(BAD_CREDENTIALS if slot is None
                                    else f"password{slot} of token '{token.name}' has expired")
-    note_success(token, client)
+    if not locked:  # a pass while locked leaves the others' count standing
+        note_success(token, client)
 
     cr = registry.connected_registries.select_related("registry", "parent").filter(name__iexact=name).first()
     # Whether another connected registry exists is none of this token's

@@ -136,6 +136,21 @@ def _note_success(token: Token, client: str) -> None:
     cache.delete(_failure_key(token, client))
 
 
+def client_address(meta) -> str:
+    """The client's address: REMOTE_ADDR, or behind a trusted reverse proxy
+    (PORTAL_TRUSTED_PROXIES) the nearest X-Forwarded-For hop that is not one,
+    so failures are counted per real client, not for everyone at once."""
+    remote = meta.get("REMOTE_ADDR", "")
+    trusted = settings.PORTAL["TRUSTED_PROXIES"]
+    if remote not in trusted:
+        return remote
+    hops = [hop.strip() for hop in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:100]
+    return remote
+
+
 def decide(target: Target, authorization: str | None, scope_values: list[str], client: str = "") -> Decision:
     """The whole decision for one token request, audited."""
     requested = decisions.parse_scopes(scope_values)
@@ -155,13 +170,15 @@ def decide(target: Target, authorization: str | None, scope_values: list[str], c
 
     now = timezone.now()
     locked = _locked_seconds(token, client, now)
-    if locked:
+    slot, expired = (token.remembered_slot(password, now), False) if locked else (None, False)
+    if locked and slot is None:
         # The password is not even checked: guessing gains nothing here.
         decision = Decision(429, f"too many failed attempts for token '{token.name}': retry in {locked} s",
                             token, retry_after=locked)
         _audit(target, username, token, requested, decision, "too many failures", client)
         return decision
-    slot, expired = token.matching_slot(password, now)
+    if slot is None:
+        slot, expired = token.matching_slot(password, now)
     reason = None
     if slot is None:
         reason, message = "wrong password", "invalid token name or password"
@@ -172,7 +189,8 @@ def decide(target: Target, authorization: str | None, scope_values: list[str], c
         decision = Decision(401, message, token)
         _audit(target, username, token, requested, decision, reason, client)
         return decision
-    _note_success(token, client)
+    if not locked:  # a pass while locked leaves the others' count standing
+        _note_success(token, client)
     if token.status != Token.Status.ENABLED:
         decision = Decision(401, f"token '{token.name}' is disabled", token)
         _audit(target, username, token, requested, decision, "token disabled", client, slot)

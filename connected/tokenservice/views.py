@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from . import jwt
-from .authenticate import decide, find_target
+from .authenticate import client_address, decide, find_target
 
 CHALLENGE = 'Basic realm="Registry Portal token service", charset="UTF-8"'
 CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 429: "TOOMANYREQUESTS"}
@@ -40,7 +40,7 @@ def token(request):
         return _error(400, f"unknown service '{service[:100]}': a registry or connected registry of this "
                            "portal (e.g. myacrregistry or myacrregistry/myconnectedregistry)")
     decision = decide(target, request.META.get("HTTP_AUTHORIZATION"), request.GET.getlist("scope"),
-                      client=request.META.get("REMOTE_ADDR", ""))
+                      client=client_address(request.META))
     if decision.status == 429:
         return _error(429, decision.message, **{"Retry-After": str(decision.retry_after)})
     if decision.status != 200:
