@@ -55,6 +55,12 @@ class EventSource(models.Model):
             return f"connected registry {self.connected_registry.name}"
         return f"registry {self.registry.name}"
 
+    def is_delivering(self) -> bool:
+        """True once an event arrived with the current secret: the registry is
+        configured with it. Until then (a secret made but not yet put into the
+        registry's config, or replaced) its events cannot be relied on."""
+        return self.last_event_at is not None and self.last_event_at >= self.created_at
+
     @classmethod
     def generate(cls, registry, connected_registry=None) -> tuple["EventSource", str]:
         """A new secret for the registry (replacing the old one, which stops

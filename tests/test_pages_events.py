@@ -109,7 +109,7 @@ def test_the_sections_need_a_login(client, registry, cr):
 def test_registry_line_not_wired_wired_received(viewer_client, registry):
     assert "Events: not wired" in text(registry_line(viewer_client, registry))
     source, _ = EventSource.generate(registry)
-    assert "Events: wired, none received yet" in text(registry_line(viewer_client, registry))
+    assert "Events: secret set, no event received with it yet" in text(registry_line(viewer_client, registry))
     source.created_at = timezone.now() - dt.timedelta(days=2)
     source.last_event_at = timezone.now() - dt.timedelta(hours=3, minutes=2)
     source.save()
@@ -118,54 +118,65 @@ def test_registry_line_not_wired_wired_received(viewer_client, registry):
     assert f"Events: received 3 hours ago ({stamp} UTC)" in line
     # A new secret: the registry's last event came with the old one.
     EventSource.generate(registry)
-    assert "Events: wired, none received yet with the current secret (the last event came 3 hours ago, with an " \
-           "earlier one)" in text(registry_line(viewer_client, registry))
+    assert "Events: secret set, no event received with it yet (the last event came 3 hours ago, with an earlier " \
+           "secret)" in text(registry_line(viewer_client, registry))
 
 
 def test_a_connected_registry_source_is_not_the_registry_line(viewer_client, registry, cr):
     EventSource.generate(registry, cr)
     assert "Events: not wired" in text(registry_line(viewer_client, registry))
-    assert "wired, none received yet" in text(cr_section(viewer_client, cr))
+    assert "secret set, no event received with it yet" in text(cr_section(viewer_client, cr))
 
 
 def test_cr_section_states(viewer_client, registry, cr):
     assert "Events from factory01 not wired" in text(cr_section(viewer_client, cr))
     source, _ = EventSource.generate(registry, cr)
-    assert "Events from factory01 wired, none received yet" in text(cr_section(viewer_client, cr))
+    assert "Events from factory01 secret set, no event received with it yet" in text(cr_section(viewer_client, cr))
     EventSource.objects.filter(pk=source.pk).update(created_at=timezone.now() - dt.timedelta(minutes=5),
                                                     last_event_at=timezone.now() - dt.timedelta(seconds=5))
     assert "Events from factory01 received less than a minute ago (" in text(cr_section(viewer_client, cr))
 
 
+def delivering(source):
+    """As if the registry's first event with this secret had arrived."""
+    EventSource.objects.filter(pk=source.pk).update(last_event_at=source.created_at)
+
+
 def test_how_changes_reach_a_continuous_read_write_registry(viewer_client, registry, cr):
     section = text(cr_section(viewer_client, cr))
     assert "How changes reach it no events wired: the portal compares in full every 30 s" in section
-    assert "(no events from registry myacrregistry, factory01 itself)" in section
+    assert "(no events received yet from registry myacrregistry, factory01 itself)" in section
     assert "ReadWrite: pushes made at it reach the portal" in section
-    EventSource.generate(registry)
+    source, _ = EventSource.generate(registry)
+    # A secret that no event came with yet is not relied on: still polled.
+    assert "(no events received yet from registry myacrregistry, factory01 itself)" in \
+        text(cr_section(viewer_client, cr))
+    delivering(source)
     section = text(cr_section(viewer_client, cr))
-    assert "no events wired: the portal compares in full every 30 s (no events from factory01 itself)" in section
-    EventSource.generate(registry, cr)
+    assert "no events wired: the portal compares in full every 30 s (no events received yet from factory01 " \
+           "itself)" in section
+    delivering(EventSource.generate(registry, cr)[0])
     section = text(cr_section(viewer_client, cr))
     assert "changes arrive as sync messages (safety-net full comparison every 10 min)" in section
-    assert "no events from" not in section
+    assert "no events received yet from" not in section
 
 
 def test_how_changes_reach_read_only_and_scheduled_registries(viewer_client, registry, cr, settings):
     child = operations.create_connected_registry(registry, "floor0001", ["hello-world"], parent=cr)
     section = text(cr_section(viewer_client, child))
     # A ReadOnly child of a ReadWrite parent needs the parent's events, not its own.
-    assert "no events wired: the portal compares in full every 30 s (no events from its parent factory01)" in section
+    assert "no events wired: the portal compares in full every 30 s (no events received yet from its parent " \
+           "factory01)" in section
     assert f'href="{cr_url("connected_registry_detail", cr)}"' in cr_section(viewer_client, child)
     assert "ReadOnly: it changes only through its sync" in section
-    EventSource.generate(registry, cr)
+    delivering(EventSource.generate(registry, cr)[0])
     assert "changes arrive as sync messages (safety-net full comparison every 10 min)" in \
         text(cr_section(viewer_client, child))
 
     store = operations.create_connected_registry(registry, "store0042", ["hello-world"],
                                                  sync_schedule="0 2 * * *", sync_window="PT2H")
     assert "no events wired: each sync window opens with a full comparison" in text(cr_section(viewer_client, store))
-    EventSource.generate(registry)
+    delivering(EventSource.generate(registry)[0])
     assert "changes arrive as sync messages, applied in its sync window" in text(cr_section(viewer_client, store))
 
     settings.PORTAL = {**settings.PORTAL, "FULL_COMPARISON_INTERVAL_SECONDS": 90.0}
@@ -192,7 +203,7 @@ def test_admin_generates_a_registry_secret_shown_once_that_works(admin_client, c
     # Copy buttons for the three, and the status line follows in the same answer.
     for what in ("secret", "header", "notifications"):
         assert f'data-copy="#events-{what}-{key}"' in page
-    assert "Events: wired, none received yet" in text(page)
+    assert "Events: secret set, no event received with it yet" in text(page)
 
     assert post_events(client, secret).status_code == 200
     assert "Events: received less than a minute ago" in text(registry_line(admin_client, registry))
@@ -230,7 +241,7 @@ def test_admin_generates_a_connected_registry_secret(admin_client, client, regis
     assert "no-store" in response["Cache-Control"]
     assert shown(page, "header", f"cr{cr.pk}") == f"Authorization: Bearer {secret}"
     assert "New events secret of connected registry factory01" in page
-    assert "Events from factory01 wired, none received yet" in text(page)
+    assert "Events from factory01 secret set, no event received with it yet" in text(page)
 
     # A push at the ReadWrite factory01 goes up: its own message.
     assert post_events(client, secret).status_code == 200
@@ -272,7 +283,7 @@ def test_viewer_sees_the_lines_but_no_action(viewer_client, registry, cr):
     for page in (registry_line(viewer_client, registry), cr_section(viewer_client, cr)):
         assert "Generate events secret" not in page and "hx-post" not in page
     assert reverse("registry_events_secret", args=[registry.name]) not in registry_line(viewer_client, registry)
-    assert "Events: wired, none received yet" in text(registry_line(viewer_client, registry))
+    assert "Events: secret set, no event received with it yet" in text(registry_line(viewer_client, registry))
     assert "How changes reach it" in text(cr_section(viewer_client, cr))
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from connected import events, operations
-from connected.messages import SyncMessage
+from connected.messages import EventSource, SyncMessage
 from connected.models import ConnectedRegistry, SyncRun
 from connected.sync import dispatch, inbox
 from connected.sync.dispatch import SyncFacts, decide
@@ -89,12 +89,18 @@ def test_scheduled_runs_a_full_comparison_when_messages_cannot_be_trusted(interv
     assert decide(daily, stale, NOON) == ("schedule", "full")
 
 
+def delivering(source):
+    """As if the registry's first event with this secret had arrived."""
+    EventSource.objects.filter(pk=source.pk).update(last_event_at=source.created_at)
+
+
 @pytest.fixture
 def scheduled(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = False
     registry = operations.create_registry("myacrregistry", "http://127.0.0.1:1", data_endpoint_enabled=True,
                                           check_login_server=False)
-    events.generate_secret(registry)
+    source, _ = events.generate_secret(registry)
+    delivering(source)
     factory = operations.create_connected_registry(
         registry, "factory", ["hello-world"], login_server="http://127.0.0.1:2", sync_schedule="0 12 * * *",
         sync_window="PT2H", message_ttl="P1D", check_login_server=False)
@@ -102,6 +108,16 @@ def scheduled(settings):
     SyncRun.objects.create(connected_registry=factory, trigger="schedule", status="succeeded",
                            queued_at=NOON - dt.timedelta(hours=20), finished_at=NOON - dt.timedelta(hours=20))
     return factory
+
+
+def test_events_count_as_wired_once_one_came_with_the_current_secret(scheduled, client):
+    assert dispatch.events_wired(scheduled)
+    _, secret = events.generate_secret(scheduled.registry)  # a new secret, not yet in the registry's config
+    assert not dispatch.events_wired(scheduled)  # so the portal keeps polling instead of waiting for events
+    body = b'{"events": [{"id": "e1", "action": "pull", "target": {"repository": "hello-world"}}]}'
+    assert client.post("/events/", body, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 200
+    assert dispatch.events_wired(scheduled)
 
 
 def test_message_ttl_expiry_on_an_injected_clock(scheduled):

@@ -94,18 +94,23 @@ def due_trigger(cr: ConnectedRegistry, last_run: SyncRun | None, now: dt.datetim
 
 def events_wired(cr: ConnectedRegistry) -> bool:
     """True when every change cr must apply arrives as a message: its parent
-    side sends events (the registry has an events secret; a ReadOnly parent
-    connected registry changes only through the portal's syncs, which send
-    messages themselves) and, for a ReadWrite cr, cr itself sends them."""
+    side sends events (the registry's events arrive with its current secret,
+    EventSource.is_delivering; a ReadOnly parent connected registry changes
+    only through the portal's syncs, which send messages themselves) and, for
+    a ReadWrite cr, cr itself sends them. A secret no event has come with yet
+    proves nothing: the portal keeps polling until one does."""
     from connected.messages import EventSource
 
+    def delivering(**source):
+        found = EventSource.objects.filter(**source).first()
+        return found is not None and found.is_delivering()
+
     if cr.parent_id is None:
-        parent_side = EventSource.objects.filter(registry_id=cr.registry_id, connected_registry__isnull=True).exists()
+        parent_side = delivering(registry_id=cr.registry_id, connected_registry__isnull=True)
     else:
         parent_side = cr.parent.mode == ConnectedRegistry.Mode.READ_ONLY \
-            or EventSource.objects.filter(connected_registry_id=cr.parent_id).exists()
-    own_side = cr.mode == ConnectedRegistry.Mode.READ_ONLY \
-        or EventSource.objects.filter(connected_registry_id=cr.pk).exists()
+            or delivering(connected_registry_id=cr.parent_id)
+    own_side = cr.mode == ConnectedRegistry.Mode.READ_ONLY or delivering(connected_registry_id=cr.pk)
     return parent_side and own_side
 
 

@@ -56,7 +56,7 @@ def source_state(source: EventSource | None, now=None) -> dict:
         return state
     now = now or timezone.now()
     last = source.last_event_at
-    if last is None or last < source.created_at:
+    if not source.is_delivering():
         return {**state, "state": "wired", "earlier_ago": ago_text(last, now) if last else ""}
     return {**state, "state": "received", "last_event_at": last, "ago": ago_text(last, now)}
 
@@ -80,14 +80,17 @@ def delivery(cr: ConnectedRegistry) -> dict:
         text = ("changes arrive as sync messages, applied in its sync window (a full comparison when they "
                 "cannot be trusted)" if wired
                 else "no events wired: each sync window opens with a full comparison")
+    def silent(source) -> bool:
+        return source is None or not source.is_delivering()
+
     missing = []
     if not wired:
         if cr.parent_id is None:
-            if registry_source(cr.registry) is None:
+            if silent(registry_source(cr.registry)):
                 missing.append({"who": f"registry {cr.registry.name}", "home": True})
-        elif cr.parent.mode == ConnectedRegistry.Mode.READ_WRITE and cr.parent.event_source_or_none() is None:
+        elif cr.parent.mode == ConnectedRegistry.Mode.READ_WRITE and silent(cr.parent.event_source_or_none()):
             missing.append({"who": f"its parent {cr.parent.name}", "parent": cr.parent.name})
-        if cr.mode == ConnectedRegistry.Mode.READ_WRITE and cr.event_source_or_none() is None:
+        if cr.mode == ConnectedRegistry.Mode.READ_WRITE and silent(cr.event_source_or_none()):
             missing.append({"who": f"{cr.name} itself", "self": True})
     return {"wired": wired, "text": text, "missing": missing}
 
