@@ -47,6 +47,9 @@ class HealthFacts:
     running: bool = False
     last_run_status: str | None = None
     last_run_error: str = ""
+    # The last run failed because a registry or the token service refused the
+    # sync token's credentials (last_run_error says which and why).
+    credentials_refused: bool = False
     last_sync_at: dt.datetime | None = None
     # Hours rule: when the latest sync did not succeed, since when (the last
     # successful sync, or the creation) it has not caught up.
@@ -173,7 +176,10 @@ def derive_state(facts: HealthFacts, now: dt.datetime, behind_after: dt.timedelt
     if probe is not None and probe.authenticated is False:
         details.append(_detail("Authentication", AUTHENTICATION_FAILED,
                                f"the sync token's credentials are refused: {probe.error}", now))
-    if facts.last_run_status in ("failed", "partial"):
+    elif facts.credentials_refused:
+        details.append(_detail("Authentication", AUTHENTICATION_FAILED,
+                               f"the last sync was refused its credentials: {facts.last_run_error}", now))
+    if facts.last_run_status in ("failed", "partial") and not facts.credentials_refused:
         details.append(_detail("Sync", LAST_SYNC_FAILED,
                                f"the last sync {facts.last_run_status}: {facts.last_run_error}".rstrip(": "), now))
     behind = behind_description(facts, now, behind_after, grace)

@@ -76,6 +76,9 @@ def facts_of(cr: ConnectedRegistry, probed: health.Probe | None,
     # listed while it holds, gone when it is lifted.
     last = runs.filter(status__in=FINISHED_SYNCS).exclude(error__startswith=SyncRun.REFUSED_PREFIX).first()
     token = cr.sync_token_or_none()
+    last_error = last.error if last else ""
+    credentials_refused = last_error.startswith(SyncRun.CREDENTIALS_REFUSED_PREFIX)
+    last_error = last_error.removeprefix(SyncRun.CREDENTIALS_REFUSED_PREFIX)
     # Behind by hours: since the last successful sync (or since it was
     # created) when the latest sync did not succeed.
     behind_since = None
@@ -93,7 +96,7 @@ def facts_of(cr: ConnectedRegistry, probed: health.Probe | None,
         data_endpoint_enabled=cr.registry.data_endpoint_enabled,
         sync_token_enabled=token is None or token.status == token.Status.ENABLED,
         probe=probed, running=running, last_run_status=last.status if last else None,
-        last_run_error=(last.error if last else "")[:300], last_sync_at=cr.last_sync_at, behind_since=behind_since,
+        last_run_error=last_error[:300], credentials_refused=credentials_refused, last_sync_at=cr.last_sync_at, behind_since=behind_since,
         pending_changes=pending["count"], oldest_pending_at=pending["oldest"], expired_messages=expired.count(),
         sync_schedule=cr.sync_schedule, sync_window=_window_of(cr), registry_name=cr.registry.name,
         sync_token_name=token.name if token is not None else "")

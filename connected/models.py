@@ -335,6 +335,9 @@ class SyncRun(models.Model):
                 Status.WINDOW_CLOSED, Status.SKIPPED)
     # The error of a run that never started because sync_blockers() said no.
     REFUSED_PREFIX = "sync refused: "
+    # A run that a registry (or the token service) refused: its credentials,
+    # not the sync, are what failed (health says AuthenticationFailed).
+    CREDENTIALS_REFUSED_PREFIX = "credentials refused: "
 
     connected_registry = models.ForeignKey(ConnectedRegistry, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=12, choices=Trigger.choices, default=Trigger.MANUAL)

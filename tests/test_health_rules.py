@@ -28,6 +28,9 @@ def codes(result):
     ({"probe": Probe(reachable=True, authenticated=False, error="401")}, "Unhealthy", ["AuthenticationFailed"]),
     ({"last_run_status": "failed", "last_run_error": "boom"}, "Unhealthy", ["LastSyncFailed"]),
     ({"last_run_status": "partial"}, "Unhealthy", ["LastSyncFailed"]),
+    # A run the registries refused failed on its credentials, not on sync.
+    ({"last_run_status": "failed", "last_run_error": "password1 expired", "credentials_refused": True},
+     "Unhealthy", ["AuthenticationFailed"]),
     ({"last_run_status": "window_closed"}, "Online", []),
     ({"running": True}, "Syncing", []),
     ({"running": True, "sync_token_enabled": False}, "Syncing", ["SyncTokenDisabled"]),

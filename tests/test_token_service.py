@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.core.cache import cache
 from django.utils import timezone
 
-from connected import access, client_tokens, credentials, operations
+from connected import access, client_tokens, credentials, health_check, operations
 from connected.models import AuditEvent, ConnectedRegistry, Registry, SyncRun, Token
 from connected.registry_client import AuthError, RegistryClient
 from connected.sync.runner import execute_run
@@ -180,9 +180,20 @@ def test_a_refusal_by_the_token_service_stops_the_sync_and_the_state_says_why(wo
     assert run.status == SyncRun.Status.FAILED
     assert "the parent at" in run.error and "refused the sync" in run.error
     assert "password1 of its sync token 'myconnectedregistry-sync-token' expired" in run.error
+    assert run.error.startswith(SyncRun.CREDENTIALS_REFUSED_PREFIX)
     cr = ConnectedRegistry.objects.get(pk=world.cr.pk)
     assert cr.connection_state == "Unhealthy"
+    assert [d["code"] for d in cr.current_status_details()] == ["AuthenticationFailed"]
     assert "expired" in cr.status_details[-1]["description"]
+    # The health check says the same (the credentials failed, not the sync) ...
+    assert health_check.check(cr) == "Unhealthy"
+    cr.refresh_from_db()
+    assert [d["code"] for d in cr.current_status_details()] == ["AuthenticationFailed"]
+    assert "password1 of its sync token" in cr.status_details[0]["description"]
+    # ... until a new password lets a sync through.
+    credentials.generate_password(cr.sync_token, 1)
+    assert world.sync().status == SyncRun.Status.SUCCEEDED
+    assert health_check.check(cr) == "Online"
 
 
 def test_a_sync_token_without_a_password_is_told_to_generate_one(world):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from connected import health
 from connected.models import ConnectedRegistry, Token
 from connected.tokenservice import sealed
 
@@ -38,8 +39,7 @@ def explain_refusal(cr: ConnectedRegistry) -> str:
     fix = (f"python manage.py acr connected-registry get-settings --registry {cr.registry.name} --name {cr.name} "
            "--generate-password 1")
     if token.status != Token.Status.ENABLED:
-        return (f"its sync token '{token.name}' is disabled (enable it: python manage.py acr token update "
-                f"--registry {cr.registry.name} --name {token.name} --status enabled).")
+        return health.sync_token_disabled_text(cr.registry.name, token.name)
     if not token.worker_password_sealed:
         return f"its sync token '{token.name}' has no password yet: generate one ({fix})."
     try:

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from connected.locks import SyncLease
 from connected.models import ConnectedRegistry, SyncRun, SyncRunTag
-from connected.registry_client import AuthError, RegistryClient, RegistryError
+from connected import health
+from connected.registry_client import AuthError, RegistryClient, RegistryError, Unreachable
 
 from .credentials import explain_refusal, sync_credentials
 from connected.events import notify_after_run
@@ -173,8 +174,12 @@ def execute_run(run_id: int, worker: str = "", deadline: dt.datetime | None = No
         if cr.messages.pending().exists():
             follow_up.add(cr.pk)
         return run
+    except AuthError as e:
+        _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, health.AUTHENTICATION_FAILED, str(e))
+        return _finish(run, SyncRun.Status.FAILED, SyncRun.CREDENTIALS_REFUSED_PREFIX + str(e), progress.snapshot())
     except RegistryError as e:
-        _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", str(e))
+        _set_state(cr, ConnectedRegistry.ConnectionState.UNHEALTHY, "SyncFailed", str(e),
+                   reached=not isinstance(e, Unreachable))
         return _finish(run, SyncRun.Status.FAILED, str(e), progress.snapshot())
     except Exception as e:
         log.exception("sync run %s failed", run.pk)
@@ -213,9 +218,11 @@ def _copy(cr: ConnectedRegistry, run: SyncRun, progress: RunProgress, repositori
             try:
                 client.ping()
             except AuthError as e:
-                raise RegistryError(f"{who} at {client.base_url} refused the sync: {explain_refusal(cr)}") from e
+                raise AuthError(f"{who} at {client.base_url} refused the sync: {explain_refusal(cr)}") from e
+            except Unreachable as e:
+                raise Unreachable(f"{who} at {client.base_url} cannot be reached: {e}") from e
             except RegistryError as e:
-                raise RegistryError(f"{who} at {client.base_url} cannot be reached: {e}") from e
+                raise RegistryError(f"{who} at {client.base_url} answered the sync with an error: {e}") from e
         read_only = cr.mode == ConnectedRegistry.Mode.READ_ONLY
         if not read_only:
             # Pushes at the child go up, the parent's changes come down.
@@ -307,11 +314,13 @@ def _record(run: SyncRun, cr: ConnectedRegistry, result: SyncResult, progress: R
 
 # The details a run's outcome replaces: its own failure, the health check's
 # account of the last run, a lost worker.
-RUN_OUTCOME_CODES = ("SyncFailed", "LastSyncFailed", "WorkerLost")
+RUN_OUTCOME_CODES = ("SyncFailed", "LastSyncFailed", "WorkerLost", health.AUTHENTICATION_FAILED)
 
 
-def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: str = "") -> None:
-    """Set the connection state after a run; an unhealthy state carries its reason."""
+def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: str = "",
+               reached: bool = True) -> None:
+    """Set the connection state after a run; an unhealthy state carries its
+    reason. reached: the run heard from the registries (last activity)."""
     from connected.health_check import record_state
 
     now = timezone.now()
@@ -321,11 +330,12 @@ def _set_state(cr: ConnectedRegistry, state: str, code: str = "", description: s
     # they describe changed; dropping them here would make the state flap.
     details = [d for d in current if d.get("code") not in RUN_OUTCOME_CODES]
     if code:
-        details.append({"type": "Sync", "code": code, "description": description[:1000],
+        kind = "Authentication" if code == health.AUTHENTICATION_FAILED else "Sync"
+        details.append({"type": kind, "code": code, "description": description[:1000],
                         "timestamp": now.isoformat().replace("+00:00", "Z")})
     if state == ConnectedRegistry.ConnectionState.ONLINE and details:
         state = ConnectedRegistry.ConnectionState.UNHEALTHY
-    record_state(cr, state, details, reached=True)
+    record_state(cr, state, details, reached=reached)
 
 
 def _finish(run: SyncRun, status: str, error: str = "", counters: dict | None = None) -> SyncRun:
