@@ -122,6 +122,10 @@ def test_usage_errors_and_help(portal):
     assert missing.stderr.strip().splitlines() == [
         "ERROR: the following arguments are required: --name/-n "
         "(see: manage.py acr connected-registry create --help)"]
+    unknown = portal("acr connected-registry show -r myacrregistry -n abcde --bogus 1")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "ERROR: unrecognized arguments: --bogus 1 (see: manage.py acr connected-registry show --help)"]
     for command in ("acr", "acr connected-registry", "acr nosuchcommand", "acr connected-registry show -r abcde "
                     "-n abcde --output yaml", "acr connected-registry resync -r abcde -n abcde --timeout soon"):
         result = portal(command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .base import AcrParser, parse_bool, positive_count, positive_seconds
+from .base import COMMAND_PROGS, AcrParser, parse_bool, positive_count, positive_seconds
 
 CR = "python manage.py acr connected-registry"
 EXAMPLES = {
@@ -54,6 +54,7 @@ def add_arguments(parser) -> None:
                                     epilog=f"example:\n  {EXAMPLES[action]}" if action in EXAMPLES else None,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(action=action)
+        COMMAND_PROGS[action] = sub.prog
         if registry_flag:
             sub.add_argument("--registry", "-r", required=True, help="Name of the registry.")
         if name_help:

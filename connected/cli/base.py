@@ -29,13 +29,27 @@ FIELD_FLAGS = {
 }
 
 
+# action -> the prog of its subcommand ("manage.py acr connected-registry show"),
+# filled in as the subcommands are built.
+COMMAND_PROGS: dict[str, str] = {}
+
+
 class AcrParser(CommandParser):
     """Argparse errors as one `ERROR:` line that names the flag, exit code 2."""
 
-    def error(self, message):
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports unknown flags from the top parser; point at the
+        # help of the subcommand they were given to instead.
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}",
+                       prog=COMMAND_PROGS.get(getattr(parsed, "action", None)))
+        return parsed
+
+    def error(self, message, prog: str | None = None):
         # argparse says "argument --mode/-m: ..."; the house style is "--mode: ...".
         text = re.sub(r"^argument (\S+?)(/\S+)?: ", r"\1: ", message)
-        text = f"{text} (see: {self.prog} --help)"
+        text = f"{text} (see: {prog or self.prog} --help)"
         if self.called_from_command_line:
             self.exit(2, f"ERROR: {text}\n")
         raise CommandError(text, returncode=2)
