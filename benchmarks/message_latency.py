@@ -57,6 +57,7 @@ from connected.registry_client import RegistryClient  # noqa: E402
 from connected.tokenservice.registry_config import notifications_block  # noqa: E402
 from devtools.images import ImageSpec, build_spec, populate  # noqa: E402
 from devtools.processes import free_port, start_redis, start_registry, wait_for_port  # noqa: E402
+from devtools.waiting import wait_for  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REGISTRY = "latencybench"
@@ -250,14 +251,8 @@ def digest_at(client: RegistryClient, repo: str, tag: str) -> str | None:
         return None
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise Timeout(f"timed out after {timeout:.0f} s waiting for {what}")
+def wait_until(predicate, timeout: float, what: str):
+    return wait_for(predicate, timeout, what, error=Timeout)
 
 
 def settle(bench: Bench, names: list[str], timeout: float) -> None:

@@ -256,7 +256,8 @@ def test_every_seed_command(tmp_path, parent_registry, child_registry):
     # --- Check Last Sync Time / Connection State ---
     last_sync = json.loads(portal.ok(next_seed("acr connected-registry show")))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", last_sync)
-    assert portal.ok(next_seed("acr connected-registry show")) == '"Offline"\n'
+    # It answers, but its sync is stopped (the details say why): Unhealthy.
+    assert portal.ok(next_seed("acr connected-registry show")) == '"Unhealthy"\n'
 
     # --- Repository Not Syncing ---
     portal.json(next_seed("acr connected-registry repo"))

@@ -1,20 +1,10 @@
 """Waiting on real processes in end-to-end tests: poll until something holds."""
 from __future__ import annotations
 
-import time
-
 from connected.registry_client import RegistryClient
+from devtools.waiting import wait_for
 
-
-def wait_for(predicate, timeout, what, poll=0.2):
-    """predicate()'s first truthy value within timeout seconds; AssertionError naming what otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+__all__ = ["digest_at", "wait_for"]
 
 
 def digest_at(registry, repo, tag):

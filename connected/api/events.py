@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_POST
 from connected import events
 from connected.messages import EventSource
 
-from .responses import error, unless_json
+from .responses import error, json_body
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,9 @@ def receive(request):
     if source is None:
         return error(401, "Authorization: Bearer <events secret> required; the secret of a registry of this "
                           "portal (python manage.py acr events-secret generate)", WWW_Authenticate=CHALLENGE)
-    refusal = unless_json(request)
+    body, refusal = json_body(request)
     if refusal is not None:
         return refusal
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        return error(413, "body: too large")
     try:
         parsed = events.parse_envelope(body)
     except events.EnvelopeError as e:

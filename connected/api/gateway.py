@@ -55,7 +55,6 @@ import json
 import logging
 from dataclasses import dataclass
 
-from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import JsonResponse
 from django.utils import timezone
@@ -69,7 +68,7 @@ from connected.models import ConnectedRegistry, Registry, Token
 from connected.tokenservice.authenticate import burn_time, client_address, locked_seconds, note_failure, note_success, \
     parse_basic
 
-from .responses import error, unless_json
+from .responses import error, json_body
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +263,9 @@ def acknowledge(request, registry_name: str, name: str):
     caller, refusal = _authenticate(request, registry_name, name, "message/write")
     if refusal is not None:
         return refusal
-    refusal = unless_json(request)
+    body, refusal = json_body(request)
     if refusal is not None:
         return refusal
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        return error(413, "body: too large")
     ids, problem = _ids(body)
     if ids is None:
         return error(400, problem)

@@ -1,6 +1,7 @@
 """Error answers in the registry's JSON shape."""
 from __future__ import annotations
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
 CODES = {400: "INVALID", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NOT_FOUND", 405: "UNSUPPORTED",
@@ -24,3 +25,15 @@ def unless_json(request) -> JsonResponse | None:
         return None
     return error(415, f"Content-Type: must be application/json (or an application/...+json type), "
                       f"not '{media_type or 'none'}'")
+
+
+def json_body(request) -> tuple[bytes | None, JsonResponse | None]:
+    """(the raw body, None), or (None, the refusal: 415 unless it is declared
+    JSON, 413 past DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    refusal = unless_json(request)
+    if refusal is not None:
+        return None, refusal
+    try:
+        return request.body, None
+    except RequestDataTooBig:
+        return None, error(413, "body: too large")
