@@ -166,11 +166,17 @@ def validate_message_ttl(value: str, field: str = "message_ttl") -> str:
 def normalize_sync_properties(schedule: str | None, window: str | None) -> tuple[str, str | None]:
     """Schedule and window as stored: the continuous schedule keeps no window;
     a non-continuous schedule without a window gets PT1H."""
-    schedule = validate_cron(schedule if schedule is not None else CONTINUOUS_SCHEDULE)
-    if window not in (None, ""):
-        window = validate_sync_window(window)
-    else:
-        window = None
+    errors = {}
+    try:
+        schedule = validate_cron(schedule if schedule is not None else CONTINUOUS_SCHEDULE)
+    except ValidationError as e:
+        errors.update(e.message_dict)
+    try:
+        window = validate_sync_window(window) if window not in (None, "") else None
+    except ValidationError as e:
+        errors.update(e.message_dict)
+    if errors:  # both said at once, so one correction fixes both
+        raise ValidationError(errors)
     if is_continuous(schedule):
         return schedule, window
     return schedule, window or DEFAULT_SYNC_WINDOW

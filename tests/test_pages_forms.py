@@ -226,6 +226,28 @@ def test_edit_sync_properties_errors_in_place(admin_client, cr):
     assert cr.sync_schedule == "* * * * *"
 
 
+def test_without_javascript_errors_come_back_on_the_page_and_success_as_a_message(admin_client, cr):
+    # A plain POST (the forms' action=, for browsers without JavaScript).
+    bad = {"sync_type": "scheduled", "sync_schedule": "99 * * * *", "sync_window": "1h", "message_ttl": "P2D"}
+    response = admin_client.post(props_url(cr), bad)
+    assert response.status_code == 422
+    html = response.content.decode().replace("&#x27;", "'")
+    assert html.lstrip().lower().startswith("<!doctype html>") and "<h1" in html
+    assert "minute value 99 is out of range 0-59" in html and "'1h' is not an ISO 8601 duration" in html
+    assert 'value="99 * * * *"' in html and "<details class=\"edit\" open>" in html  # what was typed, to fix
+    response = admin_client.post(repos_url(cr), {"add": "bad/../x"})
+    assert response.status_code == 422 and "is not a valid repository name" in response.content.decode()
+    cr.refresh_from_db()
+    assert (cr.sync_schedule, cr.sync_window, cr.repositories) == ("* * * * *", None, ["hello-world"])
+
+    good = {"sync_type": "scheduled", "sync_schedule": "0 12 * * *", "sync_window": "PT4H", "message_ttl": "P2D"}
+    response = admin_client.post(props_url(cr), good, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("connected_registry_detail", args=[cr.registry.name, cr.name])
+    assert "Sync properties saved." in response.content.decode()
+    response = admin_client.post(repos_url(cr), {"add": "app/frontend"}, follow=True)
+    assert "Added app/frontend." in response.content.decode()
+
+
 def test_update_check_uses_the_connected_registry(admin_client, cr):
     url = reverse("connected_registry_update_check", args=[cr.registry.name, cr.name, "schedule"])
     html = admin_client.get(url, {"sync_type": "scheduled", "sync_schedule": "0 6 * * *", "sync_window": "P9D"},

@@ -1,21 +1,30 @@
 """Editing a connected registry in place: its sync properties (schedule,
 window, TTL, log level) and its repositories. Each answers with its own
-section, re-rendered with the result or the operation's errors."""
+section, re-rendered with the result or the operation's errors; a plain POST
+(no JavaScript) gets the whole page, with the errors in that section."""
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 
 from connected import operations
 from connected.forms import RepositoriesForm, SyncPropertiesForm, split_repositories
 
-from .base import action, actor, connected_registry_or_404
+from .base import action, actor, connected_registry_or_404, render_page
+from .connected_registries import detail_context
 
 
-def _section(request, template, context, status=200):
+def _section(request, template, context, notices=(), status=200):
     if request.htmx:
         return render(request, template, context, status=status)
     cr = context["cr"]
+    if status != 200:
+        # The page as it would load, with this section's form and its errors.
+        return render_page(request, "connected/connected_registry_detail.html", "connected/_cr_live.html",
+                           {**detail_context(cr), **context}, status=status)
+    for notice in notices:
+        messages.success(request, notice)
     return redirect("connected_registry_detail", registry_name=cr.registry.name, name=cr.name)
 
 
@@ -37,7 +46,7 @@ def sync_properties_update(request, registry_name, name):
         form = SyncPropertiesForm.for_connected_registry(cr)
     return _section(request, "connected/_cr_properties.html",
                     {"registry": cr.registry, "cr": cr, "properties_form": form, "properties_notices": notices,
-                     "editing": status != 200}, status=status)
+                     "editing": status != 200}, notices, status=status)
 
 
 @action
@@ -63,4 +72,4 @@ def repositories_change(request, registry_name, name):
     return _section(request, "connected/_cr_repositories.html",
                     {"registry": cr.registry, "cr": cr, "repositories_form": form,
                      "repositories_notices": notices,
-                     "nesting_warnings": operations.nesting_warnings(cr)}, status=status)
+                     "nesting_warnings": operations.nesting_warnings(cr)}, notices, status=status)

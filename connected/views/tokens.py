@@ -4,6 +4,7 @@ its connection string (never stored in the session, never logged, never in a
 later GET), with Cache-Control: no-store."""
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 
@@ -16,6 +17,10 @@ from .connected_registries import flat
 
 def _token_section(request, cr, errors=(), notices=(), status=200):
     if not request.htmx:
+        for error in errors:
+            messages.error(request, error)
+        for notice in notices:
+            messages.success(request, notice)
         return redirect("connected_registry_detail", registry_name=cr.registry.name, name=cr.name)
     cr.refresh_from_db()
     return render(request, "connected/_cr_token.html",
