@@ -259,10 +259,12 @@ def validate_password_slot(slot, field: str = "password") -> int:
 def validate_expiration_days(days, field: str = "expiration_in_days") -> int:
     low, high = EXPIRATION_DAYS_BOUNDS
     try:
-        value = int(days)
+        value = int(str(days).strip()) if not isinstance(days, bool) else None
     except (TypeError, ValueError):
         value = None
-    if value is None or not low <= value <= high:
+    if value is None:
+        fail(field, f"'{days}' is not a whole number of days (a password expires after {low} to {high} days).")
+    if not low <= value <= high:
         fail(field, f"'{days}' is out of range: a password expires after {low} to {high} days.")
     return value
 

@@ -122,6 +122,25 @@ def test_credential_generate_shows_the_value_once_and_token_show_never(cr):
     assert Token.objects.get().verify_password(generated["value"]) == 2
 
 
+def test_credential_generate_asks_before_it_replaces_a_password(cr):
+    args = ["token", "credential", "generate", "--registry", "myacrregistry", "--name",
+            "myconnectedregistry-sync-token", "--password1"]
+    first, _ = acr(*args)  # an empty slot: nothing is cut off, nothing to ask
+    old_hash = Token.objects.get().password1_hash
+    with pytest.raises(CommandError, match=r"^--yes: A new password1 of 'myconnectedregistry-sync-token' "
+                                           r"replaces the current one.*add --yes"):
+        acr(*args, stdin=io.StringIO(""))  # no terminal
+    with pytest.raises(CommandError, match="cancelled: nothing was changed"):
+        acr(*args, stdin=Terminal("n\n"))
+    assert Token.objects.get().password1_hash == old_hash
+    assert Token.objects.get().verify_password(json.loads(first)["passwords"][0]["value"]) == 1
+    with pytest.raises(CommandError, match=r"^--expiration-in-days: 'abc' is not a whole number of days"):
+        acr(*args, "--expiration-in-days", "abc", "--yes")
+    assert Token.objects.get().password1_hash == old_hash
+    acr(*args, "--yes")
+    assert Token.objects.get().password1_hash != old_hash
+
+
 def test_the_audit_trail_names_the_slot_never_the_password(cr):
     values = [credentials.generate_password(cr.sync_token, slot)["value"] for slot in (1, 2)]
     settings = credentials.get_settings(cr, generate_password_slot=1)

@@ -200,6 +200,7 @@ def add_arguments(parser) -> None:
     slot.add_argument("--password1", dest="slot", action="store_const", const=1, help="Generate password1.")
     slot.add_argument("--password2", dest="slot", action="store_const", const=2, help="Generate password2.")
     generate.add_argument("--expiration-in-days", metavar="DAYS", help="Days until the password expires.")
+    yes_flag(generate)  # asked only when the slot already holds a password
 
     service = group(commands, "token-service", "The portal as token service of the registries.")
     export = command(service, "export", "Write the token certificate bundle and a ready `auth: token` block "
