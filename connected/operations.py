@@ -189,8 +189,9 @@ def create_connected_registry(registry: Registry, name: str, repositories, *, mo
         registry=registry, parent=parent, name=name, mode=mode, repositories=repositories,
         login_server=login_server or "",
         sync_schedule=sync_schedule if sync_schedule is not None else validation.CONTINUOUS_SCHEDULE,
-        sync_window=sync_window, message_ttl=message_ttl or validation.DEFAULT_MESSAGE_TTL,
-        log_level=log_level or "Information",
+        sync_window=sync_window,
+        message_ttl=message_ttl if message_ttl is not None else validation.DEFAULT_MESSAGE_TTL,
+        log_level=log_level if log_level is not None else "Information",
     )
     cr.full_clean()
     ancestors = _ancestors_gaining(cr, cr.repositories, "repositories")

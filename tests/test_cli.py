@@ -183,6 +183,12 @@ BAD_CREATE_INPUT = [
     ("myacrregistry", "newregistry", ["--repository", "x", "--log-level", "Loud"], "--log-level", "not a valid"),
     ("myacrregistry", "newregistry", ["--repository", "x", "--login-server", "http://127.0.0.1:{dead}"],
      "--login-server", "unreachable"),
+    # An empty value is an error, not the default.
+    ("", "newregistry", ["--repository", "x"], "--registry", "must not be empty"),
+    ("myacrregistry", "newregistry", ["--repository", "x", "--parent", ""], "--parent", "must not be empty"),
+    ("myacrregistry", "newregistry", ["--repository", "x", "--sync-message-ttl", ""],
+     "--sync-message-ttl", "not an ISO 8601 duration"),
+    ("myacrregistry", "newregistry", ["--repository", "x", "--log-level", ""], "--log-level", "not a valid"),
 ]
 
 
@@ -194,6 +200,14 @@ def test_create_connected_registry_bad_input(registry, registry_name, name, extr
     message = acr_error("connected-registry", "create", "--registry", registry_name, "--name", name, *extra)
     assert message.startswith(f"{flag}: ") and rule in message, message
     assert counts() == before
+
+
+def test_nothing_to_change_names_what_can_be_changed(registry):
+    create_cr("existing")
+    args = ["--registry", "myacrregistry", "--name", "existing"]
+    assert acr_error("connected-registry", "update", *args).startswith("nothing to change: give --sync-schedule")
+    assert acr_error("connected-registry", "repo", *args).startswith("nothing to change: give --add")
+    assert acr_error("update", "--name", "myacrregistry").startswith("nothing to change: give --data-endpoint")
 
 
 def test_create_needs_the_data_endpoint(registry):

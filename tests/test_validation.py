@@ -239,16 +239,17 @@ def test_a_parent_from_another_registry_is_refused(registry, cr):
 
 # --- tokens, passwords, protocols --------------------------------------------------------
 
-@pytest.mark.parametrize("days, valid", [(0, False), (1, True), (3650, True), (3651, False), ("x", False),
-                                         (-1, False)])
-def test_password_expiration_days(cr, days, valid):
+@pytest.mark.parametrize("days, rule", [(0, "out of range"), (1, None), (3650, None), (3651, "out of range"),
+                                        ("x", "not a whole number"), ("1.5", "not a whole number"),
+                                        (-1, "out of range")])
+def test_password_expiration_days(cr, days, rule):
     from connected import credentials
 
     token = cr.sync_token
-    if valid:
+    if rule is None:
         assert credentials.generate_password(token, 1, days)["expires_at"] is not None
     else:
-        assert "out of range" in refused("expiration_in_days", credentials.generate_password, token, 1, days)
+        assert rule in refused("expiration_in_days", credentials.generate_password, token, 1, days)
 
 
 @pytest.mark.parametrize("slot, valid", [(1, True), (2, True), ("2", True), (0, False), (3, False), ("x", False)])

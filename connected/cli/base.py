@@ -91,7 +91,11 @@ def user_error(error: ValidationError) -> CommandError:
 
 
 def lookup(finder, *args, flag: str):
-    """finder(*args), a NotFound turned into `flag: ... not found.`"""
+    """finder(*args), a NotFound turned into `flag: ... not found.`; an
+    empty name is told as such."""
+    name = args[-1]
+    if isinstance(name, str) and not name.strip():
+        raise CommandError(f"{flag}: must not be empty: give a name.")
     try:
         return finder(*args)
     except operations.NotFound as e:

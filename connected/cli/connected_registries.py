@@ -18,7 +18,8 @@ CR = "python manage.py acr connected-registry"
 def create(cmd, registry, name, repositories, mode, parent, login_server, sync_schedule, sync_window,
            message_ttl, log_level, **_):
     reg = base.registry(registry)
-    parent_cr = base.lookup(operations.get_connected_registry, reg, parent, flag="--parent") if parent else None
+    parent_cr = base.lookup(operations.get_connected_registry, reg, parent, flag="--parent") \
+        if parent is not None else None
     # The rule accepts any case, but the model's choices check (run first by
     # full_clean) only knows the canonical spelling: hand it that.
     mode = validation.validate_mode(mode)
@@ -35,8 +36,8 @@ def update(cmd, registry, name, sync_schedule, sync_window, message_ttl, log_lev
     cr = base.connected_registry(registry, name)
     properties = (sync_schedule, sync_window, message_ttl, log_level, mode, parent)
     if all(v is None for v in properties) and not add_client_tokens and not remove_client_tokens:
-        raise CommandError("--sync-schedule: say what to change: --sync-schedule, --sync-window, "
-                           "--sync-message-ttl, --log-level, --add-client-tokens or --remove-client-tokens.")
+        raise CommandError("nothing to change: give --sync-schedule, --sync-window, --sync-message-ttl, "
+                           "--log-level, --add-client-tokens or --remove-client-tokens.")
     cr.warnings = []
     if add_client_tokens or remove_client_tokens:
         # Checked first, stored with the properties below only if both pass.
@@ -62,7 +63,7 @@ def _update_properties(cmd, cr, sync_schedule, sync_window, message_ttl, log_lev
 def repo(cmd, registry, name, add, remove, **_):
     cr = base.connected_registry(registry, name)
     if not add and not remove:
-        raise CommandError("--add: say what to change: --add REPO ... and/or --remove REPO ...")
+        raise CommandError("nothing to change: give --add REPO ... and/or --remove REPO ...")
     cr = operations.change_repositories(cr, add=add, remove=remove, actor=cmd.actor)
     cmd.emit(cli_output.connected_registry_to_dict(cr))
 

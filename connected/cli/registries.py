@@ -18,7 +18,8 @@ def create(cmd, name, login_server, data_endpoint_enabled, **_):
 def update(cmd, name, data_endpoint_enabled, **_):
     registry = base.registry(name, "--name")
     if data_endpoint_enabled is None:
-        raise CommandError("--data-endpoint-enabled: say what to change (nothing else can be updated yet).")
+        raise CommandError("nothing to change: give --data-endpoint-enabled true|false (nothing else can be "
+                           "updated yet).")
     registry = operations.update_registry(registry, data_endpoint_enabled=data_endpoint_enabled, actor=cmd.actor)
     cmd.emit(cli_output.registry_to_dict(registry))
 
