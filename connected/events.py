@@ -85,14 +85,14 @@ def parse_envelope(body: bytes) -> list[Event]:
         target = raw.get("target") if isinstance(raw.get("target"), dict) else None
         event_id, action = raw.get("id"), raw.get("action")
         if not isinstance(event_id, str) or not event_id or len(event_id) > 100:
-            raise EnvelopeError(f"{where}.id: required, a string of 1 to 100 characters")
+            raise EnvelopeError(f"{where}.id: {_missing_or(event_id, 'a string of 1 to 100 characters')}")
         if not isinstance(action, str) or not action:
-            raise EnvelopeError(f"{where}.action: required (push, pull, mount or delete)")
+            raise EnvelopeError(f"{where}.action: {_missing_or(action, 'a string (push, pull, mount or delete)')}")
         if target is None:
-            raise EnvelopeError(f"{where}.target: required, an object")
+            raise EnvelopeError(f"{where}.target: {_missing_or(raw.get('target'), 'an object')}")
         repository = target.get("repository")
         if not isinstance(repository, str) or not repository:
-            raise EnvelopeError(f"{where}.target.repository: required")
+            raise EnvelopeError(f"{where}.target.repository: {_missing_or(repository, 'a repository name')}")
         repository = repository.lower()
         if len(repository) > validation.REPO_MAX_LENGTH or not validation.REPO_RE.match(repository):
             raise EnvelopeError(f"{where}.target.repository: a repository name of at most "
@@ -109,6 +109,11 @@ def parse_envelope(body: bytes) -> list[Event]:
             media_type=str(target.get("mediaType") or ""), actor=str(actor.get("name") or ""),
             timestamp=_timestamp(raw.get("timestamp"), where)))
     return events
+
+
+def _missing_or(value, rule: str) -> str:
+    """'required, <rule>' when the value is absent or empty, 'must be <rule>' when it is the wrong thing."""
+    return f"required, {rule}" if value is None or value == "" else f"must be {rule}, not {json.dumps(value)[:40]}"
 
 
 def _text(target: dict, field: str, grammar, where: str, rule: str) -> str:

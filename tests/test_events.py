@@ -137,7 +137,10 @@ def test_events_without_the_secret_are_refused(client, fleet, secret):
     response = post(client, envelope(event()), secret)
     assert response.status_code == 401
     assert "Bearer" in response["WWW-Authenticate"]
-    assert "events secret" in response.json()["errors"][0]["message"]
+    message = response.json()["errors"][0]["message"]
+    assert "events secret" in message
+    # A secret that was given but matches none says so (a stale one after a new secret, a typo).
+    assert ("not (or no longer) that of any registry" in message) == (secret == "wrong")
     assert not ReceivedEvent.objects.exists()
 
 
@@ -161,6 +164,8 @@ def test_a_new_secret_replaces_the_old_one(client, fleet):
     (json.dumps({"events": [{"id": "1", "target": {"repository": "x"}}]}).encode(), "events[0].action"),
     (json.dumps({"events": [{"id": "1", "action": "push"}]}).encode(), "events[0].target"),
     (json.dumps({"events": [{"id": "1", "action": "push", "target": {}}]}).encode(), "events[0].target.repository"),
+    (envelope(event(repo=5)), "events[0].target.repository: must be a repository name, not 5"),
+    (envelope({**event(), "id": 7}), "events[0].id: must be a string of 1 to 100 characters, not 7"),
     (envelope(event(repo="a" * 256)), "events[0].target.repository"),
     (envelope(event(repo="../etc")), "events[0].target.repository"),
     (envelope(event(tag="t" * 129)), "events[0].target.tag"),
@@ -175,7 +180,7 @@ def test_a_bad_body_is_refused_naming_the_field_and_nothing_is_stored(client, fl
     _, secret = events.generate_secret(registry)
     response = post(client, body, secret)
     assert response.status_code == 400
-    assert response.json()["errors"][0]["message"].startswith(field + ":")
+    assert response.json()["errors"][0]["message"].startswith(field if ":" in field else field + ":")
     assert not ReceivedEvent.objects.exists() and not SyncMessage.objects.exists()
 
 
@@ -202,7 +207,18 @@ def test_a_sha512_digest_is_stored_whole(client, fleet):
 
 
 def test_only_post(client, fleet):
-    assert client.get("/events/").status_code == 405
+    response = client.get("/events/")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json()["errors"][0]["message"] == "method GET is not allowed here: use POST"
+
+
+def test_a_body_too_large_says_the_limit(client, fleet, settings):
+    registry, _ = fleet
+    _, secret = events.generate_secret(registry)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = post(client, envelope(*[event(f"e{i}") for i in range(20)]), secret)
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["message"] == "body: too large (at most 1000 bytes)"
 
 
 def test_messages_wake_the_connected_registries_at_once(client, fleet, settings, django_capture_on_commit_callbacks):

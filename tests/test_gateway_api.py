@@ -220,14 +220,14 @@ def test_a_huge_id_is_unknown_not_an_error(world):
 
 
 @pytest.mark.parametrize("body, rule", [
-    ("not json", "ids: required, a list of message ids (integers)"),
+    ("not json", "body: not JSON"),
     ("", "ids: required, a list of message ids (integers)"),
     ({}, "ids: required, a list of message ids (integers)"),
     ([1, 2], "ids: required, a list of message ids (integers)"),
-    ({"ids": "1,2"}, "ids: required, a list of message ids (integers)"),
-    ({"ids": [1, "2"]}, "ids: required, a list of message ids (integers); ids[1] is \"2\""),
-    ({"ids": [True]}, "ids: required, a list of message ids (integers); ids[0] is true"),
-    ({"ids": [1.5]}, "ids: required, a list of message ids (integers); ids[0] is 1.5"),
+    ({"ids": "1,2"}, "ids: must be a list of message ids (integers), not \"1,2\""),
+    ({"ids": [1, "2"]}, "ids[1]: must be a message id (an integer), not \"2\""),
+    ({"ids": [True]}, "ids[0]: must be a message id (an integer), not true"),
+    ({"ids": [1.5]}, "ids[0]: must be a message id (an integer), not 1.5"),
     ({"ids": list(range(1, 1002))}, "ids: at most 1000 per request (1001 given)"),
 ])
 def test_a_bad_ack_body_is_refused_naming_the_field(world, body, rule):

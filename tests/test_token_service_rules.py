@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.test import Client
 from django.core.management.base import CommandError
 
 from connected import client_tokens, credentials, operations
@@ -174,7 +175,7 @@ def test_sync_tokens_against_parent_own_and_other_services(client, registry, cr)
         {"type": "repository", "name": "hello-world", "actions": ["pull"]}]
     # Its own connected registry: what syncing needs, on every repository.
     own = ask(client, "myacrregistry/myconnectedregistry/childone", "childone-sync-token", password, scopes)
-    assert own.status_code == 400  # not a service name
+    assert own.status_code == 401  # not a service name: answered as an unknown token
     own = ask(client, "myacrregistry/childone", "childone-sync-token", password, scopes + ["registry:catalog:*"])
     assert pyjwt.decode(own.json()["token"], options={"verify_signature": False})["access"] == [
         {"type": "repository", "name": "hello-world", "actions": ["pull", "push"]},
@@ -187,11 +188,20 @@ def test_sync_tokens_against_parent_own_and_other_services(client, registry, cr)
 
 
 def test_refusals_of_the_endpoint(client, registry, cr):
-    assert ask(client, "nosuchregistry", "x", "y").status_code == 400
+    # A service nobody has is answered as an unknown token is: nobody learns which registries exist.
+    for service in ("nosuchregistry", "myacrregistry"):
+        unknown = ask(client, service, "nosuchtoken", "y")
+        assert (unknown.status_code, unknown.json()) == \
+            (401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid token name or password"}]})
+        assert ask(client, service).json()["errors"][0]["message"].startswith("authentication required")
+    AuditEvent.objects.all().delete()
     anonymous = ask(client, "myacrregistry")
     assert anonymous.status_code == 401 and anonymous["WWW-Authenticate"].startswith("Basic ")
     assert ask(client, "myacrregistry", "nosuchtoken", "y").status_code == 401
-    assert client.post("/token/?service=myacrregistry").status_code == 405
+    # An OAuth2 POST (clients try it first, then GET) gets a JSON 405, not a CSRF page.
+    posted = Client(enforce_csrf_checks=True).post("/token/?service=myacrregistry", {"grant_type": "password"})
+    assert (posted.status_code, posted["Allow"]) == (405, "GET")
+    assert posted.json()["errors"][0]["message"] == "method POST is not allowed here: use GET"
     token = cr.sync_token
     assert ask(client, "myacrregistry", token.name, "anything").status_code == 401  # no password yet
     reasons = [e.changes["reason"][1] for e in AuditEvent.objects.filter(action="token.refuse").order_by("pk")]

@@ -15,12 +15,11 @@ import logging
 from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from connected import events
 from connected.messages import EventSource
 
-from .responses import error, json_body
+from .responses import allow, error, json_body
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,17 @@ def _secret(request) -> str | None:
 
 
 @csrf_exempt
-@require_POST
+@allow("POST")
 def receive(request):
-    source = EventSource.authenticate(_secret(request))
-    if source is None:
+    secret = _secret(request)
+    source = EventSource.authenticate(secret)
+    if source is None and secret is None:
         return error(401, "Authorization: Bearer <events secret> required; the secret of a registry of this "
                           "portal (python manage.py acr events-secret generate)", WWW_Authenticate=CHALLENGE)
+    if source is None:
+        return error(401, "Authorization: this events secret is not (or no longer) that of any registry of "
+                          "this portal; a new secret replaces the old one at once: put the current one in the "
+                          "registry's notifications block", WWW_Authenticate=CHALLENGE)
     body, refusal = json_body(request)
     if refusal is not None:
         return refusal

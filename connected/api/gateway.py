@@ -50,7 +50,6 @@ polls every few seconds, its last activity says it does.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ from connected.models import ConnectedRegistry, Registry, Token
 from connected.tokenservice.authenticate import burn_time, client_address, locked_seconds, note_failure, note_success, \
     parse_basic
 
-from .responses import error, json_body
+from .responses import allow, error, json_body
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +93,6 @@ class Caller:
     cr: ConnectedRegistry
     client: str
     now: dt.datetime
-
-
-def _allow(*methods):
-    """Only these methods; a JSON 405 otherwise."""
-    def decorate(view):
-        @functools.wraps(view)
-        def wrapped(request, *args, **kwargs):
-            if request.method not in methods:
-                return error(405, f"method {request.method} is not allowed here: use {' or '.join(methods)}",
-                             Allow=", ".join(methods))
-            return view(request, *args, **kwargs)
-        return wrapped
-    return decorate
 
 
 def _unauthorized(message: str):
@@ -197,7 +183,7 @@ def _data_endpoint_refusal(cr: ConnectedRegistry) -> JsonResponse | None:
 
 @csrf_exempt
 @never_cache
-@_allow("GET")
+@allow("GET")
 def config(request, registry_name: str, name: str):
     caller, refusal = _authenticate(request, registry_name, name, "config/read")
     if refusal is not None:
@@ -219,7 +205,7 @@ def _limit(text: str | None) -> int | None:
 
 @csrf_exempt
 @never_cache
-@_allow("GET")
+@allow("GET")
 def messages(request, registry_name: str, name: str):
     caller, refusal = _authenticate(request, registry_name, name, "message/read")
     if refusal is not None:
@@ -243,14 +229,16 @@ def _ids(body: bytes) -> tuple[list[int] | None, str]:
     """(the ids, in order, without repeats; "") or (None, the rule broken)."""
     try:
         data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return None, IDS_RULE + " in a JSON object: {\"ids\": [1, 2]}"
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"body: not JSON ({e}); send {{\"ids\": [1, 2]}}"
     ids = data.get("ids") if isinstance(data, dict) else None
+    if ids is None:
+        return None, IDS_RULE + ", in a JSON object: {\"ids\": [1, 2]}"
     if not isinstance(ids, list):
-        return None, IDS_RULE
+        return None, f"ids: must be a list of message ids (integers), not {json.dumps(ids)[:40]}"
     for i, value in enumerate(ids):
         if not isinstance(value, int) or isinstance(value, bool):
-            return None, f"{IDS_RULE}; ids[{i}] is {json.dumps(value)[:40]}"
+            return None, f"ids[{i}]: must be a message id (an integer), not {json.dumps(value)[:40]}"
     if len(ids) > MAX_ACK_IDS:
         return None, f"ids: at most {MAX_ACK_IDS} per request ({len(ids)} given)"
     return list(dict.fromkeys(ids)), ""
@@ -258,7 +246,7 @@ def _ids(body: bytes) -> tuple[list[int] | None, str]:
 
 @csrf_exempt
 @never_cache
-@_allow("POST")
+@allow("POST")
 def acknowledge(request, registry_name: str, name: str):
     caller, refusal = _authenticate(request, registry_name, name, "message/write")
     if refusal is not None:

@@ -1,6 +1,9 @@
 """Error answers in the registry's JSON shape."""
 from __future__ import annotations
 
+import functools
+
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
@@ -36,4 +39,17 @@ def json_body(request) -> tuple[bytes | None, JsonResponse | None]:
     try:
         return request.body, None
     except RequestDataTooBig:
-        return None, error(413, "body: too large")
+        return None, error(413, f"body: too large (at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes)")
+
+
+def allow(*methods):
+    """Only these methods; a JSON 405 naming them otherwise."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if request.method not in methods:
+                return error(405, f"method {request.method} is not allowed here: use {' or '.join(methods)}",
+                             Allow=", ".join(methods))
+            return view(request, *args, **kwargs)
+        return wrapped
+    return decorate

@@ -151,6 +151,18 @@ def client_address(meta) -> str:
     return remote
 
 
+def refuse_unknown_service(service: str, authorization: str | None) -> Decision:
+    """A request for a service no registry of this portal has, answered as an
+    unknown token of a known one would be (same status, text and time), so
+    that nobody can find out which registries exist by asking."""
+    log.info("token request for unknown service %r", service[:100])
+    credentials = parse_basic(authorization)
+    if credentials is None:
+        return Decision(401, "authentication required: HTTP Basic with a token name and password")
+    _burn_time(credentials[1])
+    return Decision(401, "invalid token name or password")
+
+
 def decide(target: Target, authorization: str | None, scope_values: list[str], client: str = "") -> Decision:
     """The whole decision for one token request, audited."""
     requested = decisions.parse_scopes(scope_values)
