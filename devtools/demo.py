@@ -274,11 +274,7 @@ class Demo:
         say(f"  not selected, so not on the child: {', '.join(not_synced)} "
             f"(child has: {', '.join(self._catalog(child)) or 'nothing'})\n")
 
-        say(f"Portal:  {portal_url}")
-        say(f"Login:   admin / {password}")
-        say(f"Logs:    {self._rel(self.log_dir)}/")
-        say(f"CLI:     PORTAL_DATA_DIR={self._rel(self.data_dir)} .venv/bin/python manage.py acr "
-            f"connected-registry show --registry {REGISTRY_NAME} --name {CONNECTED_NAME} --output table\n")
+        self.say_access(portal_url, password)
 
         say("7. Continuous sync: a new tag pushed to the parent now (its event becomes a sync message) ...")
         self.push_and_wait(parent, child, expect=True)
@@ -303,10 +299,22 @@ class Demo:
         say("  enabled again: the sync message that waited brings the tag")
         self.wait_for_tag(child, tag, digest, expect=True, wait=180)
 
-        say("\nRunning. Press Ctrl-C to stop everything.")
+        say("\n9. The portal keeps running")
+        self.say_access(portal_url, password)
+        say("Running. Press Ctrl-C to stop everything.")
         while True:
             self.check_services()
             time.sleep(1)
+
+    def say_access(self, portal_url: str, password: str) -> None:
+        """Where the portal is, its login, and how to run the CLI against it."""
+        say(f"Portal:  {portal_url}")
+        say(f"Login:   admin / {password}")
+        say(f"Logs:    {self._rel(self.log_dir)}/")
+        # The CLI prints URLs (token realm, events URL) from PORTAL_URL.
+        url = f"PORTAL_URL={portal_url.rstrip('/')} " if self.port != 8000 else ""
+        say(f"CLI:     PORTAL_DATA_DIR={self._rel(self.data_dir)} {url}.venv/bin/python manage.py acr "
+            f"connected-registry show --registry {REGISTRY_NAME} --name {CONNECTED_NAME} --output table\n")
 
     def auth(self, service: dict, name: str) -> dict:
         """The `auth: token` block of a registry whose service is name."""
