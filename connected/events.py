@@ -127,14 +127,20 @@ def _text(target: dict, field: str, grammar, where: str, rule: str) -> str:
 
 
 def _timestamp(value, where: str) -> dt.datetime | None:
-    """The event's time when it reads as one (distribution writes RFC 3339), else None;
-    EnvelopeError for a date that looks like one but does not exist."""
-    if not isinstance(value, str):
+    """The event's time (distribution writes RFC 3339), None when it has none;
+    EnvelopeError for anything else."""
+    if value is None or value == "":
         return None
+    rule = f"{where}.timestamp: must be an RFC 3339 date and time such as 2026-12-04T07:30:00Z"
+    if not isinstance(value, str):
+        raise EnvelopeError(f"{rule}, not {json.dumps(value)[:40]}")
     try:
-        return parse_datetime(value)
+        parsed = parse_datetime(value)
     except ValueError as e:
         raise EnvelopeError(f"{where}.timestamp: not a valid date and time ({e})") from None
+    if parsed is None:
+        raise EnvelopeError(f"{rule}, not {json.dumps(value)[:40]}")
+    return parsed
 
 
 def concerned(source: EventSource, repository: str, actor: str) -> list[tuple[object, str]]:

@@ -91,6 +91,15 @@ class ConnectedRegistryCreateForm(OperationForm, SyncPropertiesMixin):
 class SyncPropertiesForm(OperationForm, SyncPropertiesMixin):
     log_level = forms.CharField(required=False, widget=forms.Select(choices=[(v, v) for v in validation.LOG_LEVELS]))
 
+    def update_values(self) -> dict:
+        """The values for update_connected_registry: a field left out of the
+        POST keeps its value; one sent empty is checked (and refused) as the
+        empty value it is, as the CLI does."""
+        values = self.sync_values()
+        for field in ("message_ttl", "log_level"):
+            values[field] = self.cleaned_data.get(field, "") if field in self.data else None
+        return values
+
     @classmethod
     def for_connected_registry(cls, cr, data=None):
         initial = {"sync_type": CONTINUOUS if cr.is_continuous() else SCHEDULED,

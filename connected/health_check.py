@@ -34,9 +34,11 @@ def record_state(cr: ConnectedRegistry, state: str, details: list[dict], reached
     from the registry (last activity). Returns whether the history grew."""
     now = timezone.now()
     with transaction.atomic():
-        current = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("connection_state", flat=True).first()
-        if current is None:
+        row = ConnectedRegistry.objects.filter(pk=cr.pk).values_list("connection_state", "status_details").first()
+        if row is None:
             return False  # deleted meanwhile
+        current, stored_details = row
+        details = since_first_seen(details, stored_details)
         fields = {"connection_state": state, "status_details": details}
         if reached:
             fields["last_activity_at"] = now
@@ -50,6 +52,15 @@ def record_state(cr: ConnectedRegistry, state: str, details: list[dict], reached
         ConnectionStateChange.objects.create(connected_registry_id=cr.pk, at=now, previous_state=previous,
                                              state=state, status_details=details)
     return True
+
+
+def since_first_seen(details: list[dict], stored: list[dict] | None) -> list[dict]:
+    """details, each with the timestamp of the same problem (type and code)
+    already stored: a detail's timestamp says since when it holds, not when
+    it was last checked."""
+    first_seen = {(d.get("type"), d.get("code")): d.get("timestamp") for d in stored or [] if d.get("timestamp")}
+    return [{**d, "timestamp": first_seen.get((d.get("type"), d.get("code")), d.get("timestamp"))}
+            for d in details]
 
 
 def probe(cr: ConnectedRegistry) -> health.Probe:

@@ -94,11 +94,13 @@ def connected_registry_state(cr: ConnectedRegistry) -> dict:
             "activationStatus": cr.activation_status}
 
 
-def _save_audited(cr: ConnectedRegistry, before: dict, actor: Actor, action="connectedRegistry.update") -> None:
+def _save_audited(cr: ConnectedRegistry, before: dict, actor: Actor, action="connectedRegistry.update") -> dict:
+    """Save cr; the changes (field: [before, after]) are audited and returned."""
     changes = changed(before, connected_registry_state(cr))
     cr.save()
     if changes:
         record(actor, action, "connectedRegistry", cr.name, cr.registry.name, changes)
+    return changes
 
 
 def create_sync_credentials(cr: ConnectedRegistry, actor: Actor = SYSTEM) -> Token:
@@ -252,7 +254,7 @@ def update_connected_registry(cr: ConnectedRegistry, *, sync_schedule: str | Non
         cr.refresh_from_db()
         raise
     with transaction.atomic():
-        _save_audited(cr, before, actor)
+        cr.changes = _save_audited(cr, before, actor)
     cr.warnings = window_warnings(cr, sync_window)
     return cr
 

@@ -149,6 +149,15 @@ class Demo:
                 tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited with {proc.returncode}; end of its log:\n{tail}")
 
+    def note_stopped_registries(self, gone: set[str]) -> None:
+        """Say once that a registry stopped (someone killed it to watch the
+        portal's health check): the portal keeps running and shows it."""
+        for label, registry in self.registries:
+            if label not in gone and registry.proc.poll() is not None:
+                gone.add(label)
+                say(f"  the {label} registry at {registry.url} exited ({registry.proc.returncode}); the portal "
+                    f"shows it at its next health check (every {self.env.get('PORTAL_HEALTH_CHECK_INTERVAL', '30')} s)")
+
     def _rel(self, path: Path) -> str:
         try:
             return str(path.relative_to(BASE_DIR))
@@ -302,8 +311,10 @@ class Demo:
         say("\n9. The portal keeps running")
         self.say_access(portal_url, password)
         say("Running. Press Ctrl-C to stop everything.")
+        gone: set[str] = set()
         while True:
             self.check_services()
+            self.note_stopped_registries(gone)
             time.sleep(1)
 
     def say_access(self, portal_url: str, password: str) -> None:

@@ -187,8 +187,11 @@ BAD_CREATE_INPUT = [
     ("", "newregistry", ["--repository", "x"], "--registry", "must not be empty"),
     ("myacrregistry", "newregistry", ["--repository", "x", "--parent", ""], "--parent", "must not be empty"),
     ("myacrregistry", "newregistry", ["--repository", "x", "--sync-message-ttl", ""],
-     "--sync-message-ttl", "not an ISO 8601 duration"),
-    ("myacrregistry", "newregistry", ["--repository", "x", "--log-level", ""], "--log-level", "not a valid"),
+     "--sync-message-ttl", "must not be empty (leave the flag out for the default)"),
+    ("myacrregistry", "newregistry", ["--repository", "x", "--log-level", ""], "--log-level", "must not be empty"),
+    ("myacrregistry", "newregistry", ["--repository", "x", "--sync-window", ""], "--sync-window", "must not be empty"),
+    ("myacrregistry", "newregistry", ["--repository", "x", "--login-server", " "], "--login-server",
+     "must not be empty"),
 ]
 
 
@@ -200,6 +203,17 @@ def test_create_connected_registry_bad_input(registry, registry_name, name, extr
     message = acr_error("connected-registry", "create", "--registry", registry_name, "--name", name, *extra)
     assert message.startswith(f"{flag}: ") and rule in message, message
     assert counts() == before
+
+
+@pytest.mark.parametrize("flag", ["--sync-schedule", "--sync-window", "--sync-message-ttl", "--log-level",
+                                  "--add-client-tokens", "--remove-client-tokens"])
+def test_update_refuses_an_empty_value_and_changes_nothing(registry, flag):
+    create_cr("existing", "--sync-schedule", "0 12 * * *", "--sync-window", "PT4H")
+    before = acr_json("connected-registry", "show", "--registry", "myacrregistry", "--name", "existing")
+    message = acr_error("connected-registry", "update", "--registry", "myacrregistry", "--name", "existing",
+                        flag, "")
+    assert message == f"{flag}: must not be empty (leave the flag out for the current value)."
+    assert acr_json("connected-registry", "show", "--registry", "myacrregistry", "--name", "existing") == before
 
 
 def test_nothing_to_change_names_what_can_be_changed(registry):

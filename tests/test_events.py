@@ -174,6 +174,8 @@ def test_a_new_secret_replaces_the_old_one(client, fleet):
     (envelope(event(digest="not-a-digest")), "events[0].target.digest"),
     (envelope(event(digest="sha512:" + "a" * 144)), "events[0].target.digest"),
     (envelope(event(), {**event("e2"), "timestamp": "2026-13-45T00:00:00Z"}), "events[1].timestamp"),
+    (envelope({**event(), "timestamp": "yesterday"}), "events[0].timestamp: must be an RFC 3339 date and time"),
+    (envelope({**event(), "timestamp": 1733300000}), "events[0].timestamp: must be an RFC 3339 date and time"),
 ])
 def test_a_bad_body_is_refused_naming_the_field_and_nothing_is_stored(client, fleet, body, field):
     registry, _ = fleet

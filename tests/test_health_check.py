@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.utils import timezone
 
 from connected import credentials, health, health_check, operations
 from connected.models import ConnectedRegistry, ConnectionStateChange, Registry, SyncMessage, SyncRun
@@ -44,6 +45,11 @@ def test_an_unreachable_registry_is_offline_with_the_reason(cr, child_registry):
     change = ConnectionStateChange.objects.filter(connected_registry=cr).first()
     assert (change.previous_state, change.state) == ("Online", "Offline")
     assert change.status_details[0]["code"] == "Unreachable"
+    # Checked again later: the detail still says since when it holds.
+    first = fresh(cr).status_details[0]["timestamp"]
+    later = timezone.now() + dt.timedelta(minutes=5)
+    assert health_check.check(fresh(cr), now=later) == "Offline"
+    assert fresh(cr).status_details[0]["timestamp"] == first
 
 
 def history(cr):

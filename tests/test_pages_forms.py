@@ -248,6 +248,20 @@ def test_without_javascript_errors_come_back_on_the_page_and_success_as_a_messag
     assert "Added app/frontend." in response.content.decode()
 
 
+def test_an_emptied_field_is_refused_and_the_same_values_change_nothing(admin_client, cr):
+    response = admin_client.post(props_url(cr), {"sync_type": "continuous", "message_ttl": "", "log_level": ""},
+                                 headers=HX)
+    assert response.status_code == 422
+    html = response.content.decode().replace("&#x27;", "'")
+    assert "'' is not an ISO 8601 duration" in html and "'' is not a valid log level" in html
+    cr.refresh_from_db()
+    assert (cr.message_ttl, cr.log_level) == ("P2D", "Information")
+    same = {"sync_type": "continuous", "message_ttl": "P2D", "log_level": "Information"}
+    html = admin_client.post(props_url(cr), same, headers=HX).content.decode()
+    assert "Nothing changed: these are the stored values." in html
+    assert not AuditEvent.objects.filter(action="connectedRegistry.update").exists()
+
+
 def test_update_check_uses_the_connected_registry(admin_client, cr):
     url = reverse("connected_registry_update_check", args=[cr.registry.name, cr.name, "schedule"])
     html = admin_client.get(url, {"sync_type": "scheduled", "sync_schedule": "0 6 * * *", "sync_window": "P9D"},

@@ -220,12 +220,15 @@ def test_every_seed_command(tmp_path, parent_registry, child_registry):
     assert cells[6:] == ["0 2 * * 0,6", "PT12H", "succeeded"]
 
     # --- Regenerating Sync Token Passwords (no --yes: asks on a terminal) ---
-    password2 = portal.json(["acr", "token", "credential", "generate", "--registry", "myacrregistry",  # setup
-                             "--name", "myconnectedregistry-sync-token", "--password2"])["passwords"][0]["value"]
+    generate = ["acr", "token", "credential", "generate", "--registry", "myacrregistry",  # setup
+                "--name", "myconnectedregistry-sync-token"]
+    password2 = portal.json(generate + ["--password2"])["passwords"][0]["value"]
+    portal.json(generate + ["--password1"])  # a deployed instance holds it: replacing it asks
+    old_hash1 = portal.password_hashes()[0]
     args = next_seed("acr connected-registry get-settings")
     assert "--yes" not in args
     assert "add --yes" in portal.error(args)  # no terminal, no confirmation: refused
-    assert portal.password_hashes()[0] == ""
+    assert portal.password_hashes()[0] == old_hash1
     result = portal.run(args, tty_answer="y\n")
     assert result.returncode == 0, result.stderr
     assert "Continue? (y/N)" in result.stderr

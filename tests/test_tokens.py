@@ -236,19 +236,24 @@ def test_get_settings_forces_https_towards_the_registry(cr):
     assert "ParentEndpointProtocol=https" in acr(*SETTINGS, "--parent-protocol", "HTTPS")[0]
 
 
-def test_generating_a_password_needs_yes_or_a_terminal(cr):
+def test_replacing_a_password_needs_yes_or_a_terminal(cr):
+    # An empty slot is filled without asking: nobody holds it yet.
+    out, err = acr(*SETTINGS, "--generate-password", "1", stdin=io.StringIO(""))
+    first = re.search(r"SyncTokenPassword=([A-Za-z0-9_-]{32});", out)[1]
+    assert "Continue?" not in err
     before = list(AuditEvent.objects.values())
     with pytest.raises(CommandError) as failure:
         acr(*SETTINGS, "--generate-password", "1", stdin=io.StringIO("y\n"))
-    assert str(failure.value).startswith("--yes: ") and "add --yes" in str(failure.value)
+    assert str(failure.value).startswith("--yes: A new password1") and "add --yes" in str(failure.value)
     with pytest.raises(CommandError, match="cancelled"):
         acr(*SETTINGS, "--generate-password", "1", stdin=Terminal("n\n"))
-    assert Token.objects.get().passwords() == [] and list(AuditEvent.objects.values()) == before
+    assert Token.objects.get().verify_password(first) == 1 and list(AuditEvent.objects.values()) == before
 
-    out, err = acr(*SETTINGS, "--generate-password", "2", stdin=Terminal("y\n"))
+    out, err = acr(*SETTINGS, "--generate-password", "1", stdin=Terminal("y\n"))
     assert "Continue? (y/N)" in err
     password = re.search(r"SyncTokenPassword=([A-Za-z0-9_-]{32});", out)[1]
-    assert Token.objects.get().verify_password(password) == 2
+    assert Token.objects.get().verify_password(password) == 1
+    assert Token.objects.get().verify_password(first) is None
     with pytest.raises(CommandError) as failure:
         acr(*SETTINGS, "--generate-password", "3", "--yes")
     assert str(failure.value) == "--generate-password: '3' is not a password slot: use 1 or 2."

@@ -96,11 +96,11 @@ def add_arguments(parser) -> None:
                            help="ReadOnly (default) or ReadWrite; fixed after creation.")
     cr_create.add_argument("--parent", "-p", metavar="PARENT",
                            help="Name of the parent connected registry (default: the registry itself).")
-    cr_create.add_argument("--login-server", default="", metavar="URL", help="URL of the deployed instance, if any.")
+    cr_create.add_argument("--login-server", metavar="URL", help="URL of the deployed instance, if any.")
     sync_flags(cr_create)
 
     cr_update = cr_command("update", "Update the sync properties or logging of a connected registry.")
-    sync_flags(cr_update)
+    sync_flags(cr_update, creating=False)
     # Fixed after creation: accepted only so the rule, not argparse, answers.
     cr_update.add_argument("--mode", "-m", help=argparse.SUPPRESS)
     cr_update.add_argument("--parent", "-p", help=argparse.SUPPRESS)
@@ -227,11 +227,17 @@ def add_arguments(parser) -> None:
     output_flag(command(scope_maps, "list", "List the scope maps of a registry.", "scope_map_list", True))
 
 
-def sync_flags(sub) -> None:
+def sync_flags(sub, creating: bool = True) -> None:
+    """The sync flags; on update, a flag left out keeps the current value (no defaults to show)."""
+    def default(text: str) -> str:
+        return f" ({text})" if creating else ""
+
     sub.add_argument("--sync-schedule", "-s", metavar="CRON",
-                     help='Cron expression in UTC (default "* * * * *": continuous).')
+                     help='Cron expression in UTC; "* * * * *" is continuous' + default("the default") + ".")
     sub.add_argument("--sync-window", "-w", metavar="DURATION",
-                     help="ISO 8601 duration, PT1H to P7D (default PT1H for a non-continuous schedule).")
+                     help="ISO 8601 duration, PT1H to P7D" + default("default PT1H for a non-continuous schedule")
+                     + ".")
     sub.add_argument("--sync-message-ttl", dest="message_ttl", metavar="DURATION",
-                     help="ISO 8601 duration, P1D to P90D (default P2D).")
-    sub.add_argument("--log-level", metavar="LEVEL", help="Debug, Information (default), Warning, Error or None.")
+                     help="ISO 8601 duration, P1D to P90D" + default("default P2D") + ".")
+    sub.add_argument("--log-level", metavar="LEVEL",
+                     help="Debug, Information" + default("the default") + ", Warning, Error or None.")

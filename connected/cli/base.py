@@ -102,6 +102,17 @@ def lookup(finder, *args, flag: str):
         raise CommandError(f"{flag}: {e}") from None
 
 
+def refuse_empty(keep: str, **values) -> None:
+    """A flag given an empty value (or an empty name in a list) is an error
+    naming it: '' never quietly means the default or nothing. keep: what
+    leaving the flag out gives ("the default", "the current value")."""
+    for field, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in items):
+            flag = FIELD_FLAGS.get(field, "--" + field.replace("_", "-"))
+            raise CommandError(f"{flag}: must not be empty (leave the flag out for {keep}).")
+
+
 def optional_connected_registry(reg, name: str | None, flag: str):
     """The connected registry an optional flag names, None when the flag is
     left out; an empty value is an error (it must not mean "the registry")."""

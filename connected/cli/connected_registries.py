@@ -17,6 +17,8 @@ CR = "python manage.py acr connected-registry"
 
 def create(cmd, registry, name, repositories, mode, parent, login_server, sync_schedule, sync_window,
            message_ttl, log_level, **_):
+    base.refuse_empty("the default", login_server=login_server, sync_schedule=sync_schedule,
+                      sync_window=sync_window, message_ttl=message_ttl, log_level=log_level, mode=mode)
     reg = base.registry(registry)
     parent_cr = base.lookup(operations.get_connected_registry, reg, parent, flag="--parent") \
         if parent is not None else None
@@ -34,6 +36,9 @@ def create(cmd, registry, name, repositories, mode, parent, login_server, sync_s
 def update(cmd, registry, name, sync_schedule, sync_window, message_ttl, log_level, mode, parent,
            add_client_tokens=(), remove_client_tokens=(), **_):
     cr = base.connected_registry(registry, name)
+    base.refuse_empty("the current value", sync_schedule=sync_schedule, sync_window=sync_window,
+                      message_ttl=message_ttl, log_level=log_level, add_client_tokens=add_client_tokens,
+                      remove_client_tokens=remove_client_tokens)
     properties = (sync_schedule, sync_window, message_ttl, log_level, mode, parent)
     if all(v is None for v in properties) and not add_client_tokens and not remove_client_tokens:
         raise CommandError("nothing to change: give --sync-schedule, --sync-window, --sync-message-ttl, "
@@ -99,8 +104,10 @@ def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, r
     http_addr = base.checked(validation.validate_listen_address, http_addr, "http_addr")
     if registry_config:
         base.writable_dir(registry_config, "--registry-config")
-    if slot is not None:
-        base.confirm(cmd, f"A new password{slot} of '{cr.name}-sync-token' replaces the current one, which "
+    token = cr.sync_token_or_none()
+    if slot is not None and token is not None and getattr(token, f"password{slot}_hash"):
+        # Only a replacement cuts a deployed instance off; an empty slot is filled without asking.
+        base.confirm(cmd, f"A new password{slot} of '{token.name}' replaces the current one, which "
                           "stops working (the other password keeps working).", yes)
     settings = credentials.get_settings(cr, parent_protocol, generate_password, actor=cmd.actor)
     if registry_config:

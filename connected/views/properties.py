@@ -35,14 +35,13 @@ def sync_properties_update(request, registry_name, name):
     form.is_valid()
     notices, status = [], 200
     try:
-        operations.update_connected_registry(cr, **form.sync_values(),
-                                             log_level=form.cleaned_data.get("log_level") or None,
-                                             actor=actor(request))
+        operations.update_connected_registry(cr, **form.update_values(), actor=actor(request))
     except ValidationError as e:
         form.add_operation_errors(e)
         status = 422
     else:
-        notices = ["Sync properties saved."] + cr.warnings
+        notices = (["Sync properties saved."] if cr.changes else ["Nothing changed: these are the stored values."]) \
+            + cr.warnings
         form = SyncPropertiesForm.for_connected_registry(cr)
     return _section(request, "connected/_cr_properties.html",
                     {"registry": cr.registry, "cr": cr, "properties_form": form, "properties_notices": notices,
