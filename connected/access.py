@@ -68,26 +68,27 @@ _VERIFIED_KEY = secrets.token_bytes(32)
 VERIFIED_FOR_SECONDS = 300.0
 
 
+def _presented(clear: str) -> bytes:
+    return hmac.new(_VERIFIED_KEY, clear.encode(), hashlib.sha256).digest()
+
+
 def password_remembered(clear: str, stored_hash: str) -> bool:
     """Whether clear was verified against stored_hash in this process within
     VERIFIED_FOR_SECONDS: an HMAC comparison, no slow hash."""
     remembered = _VERIFIED.get(stored_hash)
     return remembered is not None and remembered[1] > time.monotonic() and hmac.compare_digest(
-        remembered[0], hmac.new(_VERIFIED_KEY, clear.encode(), hashlib.sha256).digest())
+        remembered[0], _presented(clear))
 
 
 def password_matches(clear: str, stored_hash: str) -> bool:
     """check_password, with recent successes remembered (see _VERIFIED)."""
-    presented = hmac.new(_VERIFIED_KEY, clear.encode(), hashlib.sha256).digest()
-    remembered = _VERIFIED.get(stored_hash)
-    if remembered is not None and remembered[1] > time.monotonic() \
-            and hmac.compare_digest(remembered[0], presented):
+    if password_remembered(clear, stored_hash):
         return True
     if not check_password(clear, stored_hash):
         return False
     if len(_VERIFIED) > 10_000:
         _VERIFIED.clear()
-    _VERIFIED[stored_hash] = (presented, time.monotonic() + VERIFIED_FOR_SECONDS)
+    _VERIFIED[stored_hash] = (_presented(clear), time.monotonic() + VERIFIED_FOR_SECONDS)
     return True
 
 
@@ -206,30 +207,31 @@ class Token(models.Model):
         in this process (see password_remembered), else None. Cheap: it lets the
         holder of the right password through while others' failures have its
         address slowed down, without a slow hash per attempt."""
-        now = now or timezone.now()
-        for slot in validation.PASSWORD_SLOTS:
-            stored = getattr(self, f"password{slot}_hash")
-            expires = getattr(self, f"password{slot}_expires_at")
-            if stored and (expires is None or expires > now) and password_remembered(clear, stored):
-                return slot
-        return None
+        return self._unexpired_slot(clear, password_remembered, now)
 
     def verify_password(self, clear: str, now: dt.datetime | None = None) -> int | None:
         """The slot (1 or 2) whose unexpired password is clear, else None."""
+        return self._unexpired_slot(clear, password_matches, now)
+
+    def _unexpired_slot(self, clear: str, matches, now: dt.datetime | None) -> int | None:
         now = now or timezone.now()
         for slot in validation.PASSWORD_SLOTS:
             stored = getattr(self, f"password{slot}_hash")
             expires = getattr(self, f"password{slot}_expires_at")
-            if stored and (expires is None or expires > now) and password_matches(clear, stored):
+            if stored and (expires is None or expires > now) and matches(clear, stored):
                 return slot
         return None
+
+    def has_password(self, slot: int) -> bool:
+        """Whether slot holds a password (replacing it cuts off whoever uses it)."""
+        return bool(getattr(self, f"password{slot}_hash"))
 
     def passwords(self) -> list[dict]:
         """The generated password slots: name, creation and expiry; never a value."""
         return [{"name": f"password{slot}",
                  "created_at": getattr(self, f"password{slot}_created_at"),
                  "expires_at": getattr(self, f"password{slot}_expires_at")}
-                for slot in validation.PASSWORD_SLOTS if getattr(self, f"password{slot}_hash")]
+                for slot in validation.PASSWORD_SLOTS if self.has_password(slot)]
 
     # --- deletion -------------------------------------------------------------
     def deletion_blocker(self) -> str | None:

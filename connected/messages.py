@@ -85,6 +85,12 @@ class EventSource(models.Model):
         return source
 
 
+def delivering(source: "EventSource | None") -> bool:
+    """Whether events from this source can be relied on: it exists and an
+    event has arrived with its current secret (EventSource.is_delivering)."""
+    return source is not None and source.is_delivering()
+
+
 class ReceivedEvent(models.Model):
     """One distribution event, stored once per source and event id."""
 

@@ -118,7 +118,7 @@ def optional_connected_registry(reg, name: str | None, flag: str):
     left out; an empty value is an error (it must not mean "the registry")."""
     if name is None:
         return None
-    if not name.strip():
+    if not name.strip():  # said more precisely than lookup's "must not be empty"
         raise CommandError(f"{flag}: must name a connected registry; leave the flag out to mean the registry "
                            "itself.")
     return lookup(operations.get_connected_registry, reg, name, flag=flag)
@@ -172,6 +172,15 @@ def confirm(cmd, question: str, yes: bool) -> None:
     cmd.stderr.flush()
     if stdin.readline().strip().lower() not in ("y", "yes"):
         raise CommandError("cancelled: nothing was changed.")
+
+
+def confirm_replacing_password(cmd, token, slot: int, yes: bool) -> None:
+    """Ask (or need --yes) before a new password replaces one that exists:
+    whoever holds it (for a sync token, the deployed instance) is cut off.
+    An empty slot is filled without asking."""
+    if token is not None and token.has_password(slot):
+        confirm(cmd, f"A new password{slot} of '{token.name}' replaces the current one, which stops "
+                     "working (the other password keeps working).", yes)
 
 
 def warn(cmd, warnings) -> None:

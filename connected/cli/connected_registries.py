@@ -104,11 +104,8 @@ def get_settings(cmd, registry, name, parent_protocol, generate_password, yes, r
     http_addr = base.checked(validation.validate_listen_address, http_addr, "http_addr")
     if registry_config:
         base.writable_dir(registry_config, "--registry-config")
-    token = cr.sync_token_or_none()
-    if slot is not None and token is not None and getattr(token, f"password{slot}_hash"):
-        # Only a replacement cuts a deployed instance off; an empty slot is filled without asking.
-        base.confirm(cmd, f"A new password{slot} of '{token.name}' replaces the current one, which "
-                          "stops working (the other password keeps working).", yes)
+    if slot is not None:
+        base.confirm_replacing_password(cmd, cr.sync_token_or_none(), slot, yes)
     settings = credentials.get_settings(cr, parent_protocol, generate_password, actor=cmd.actor)
     if registry_config:
         settings.update(config_files.write_registry_config(cr, registry_config, storage_dir, http_addr, portal_url,

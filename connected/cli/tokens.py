@@ -70,11 +70,7 @@ def credential_generate(cmd, registry, name, slot, expiration_in_days, yes=False
     # Checked before asking, so a bad value is told at once and changes nothing.
     if expiration_in_days is not None:
         base.checked(validation.validate_expiration_days, expiration_in_days, "expiration_in_days")
-    if getattr(token, f"password{slot}_hash"):
-        # Replacing a password cuts off whoever holds it (for a sync token:
-        # the deployed connected registry); filling an empty slot does not.
-        base.confirm(cmd, f"A new password{slot} of '{token.name}' replaces the current one, which stops "
-                          "working (the other password keeps working).", yes)
+    base.confirm_replacing_password(cmd, token, slot, yes)
     password = credentials.generate_password(token, slot, expiration_in_days, actor=cmd.actor)
     cmd.emit(cli_output.generated_password_to_dict(token, password))
     base.warn(cmd, ["the password is shown this once; store it safely, it cannot be retrieved again."])

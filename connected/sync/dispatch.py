@@ -99,18 +99,17 @@ def events_wired(cr: ConnectedRegistry) -> bool:
     only through the portal's syncs, which send messages themselves) and, for
     a ReadWrite cr, cr itself sends them. A secret no event has come with yet
     proves nothing: the portal keeps polling until one does."""
-    from connected.messages import EventSource
+    from connected.messages import EventSource, delivering
 
-    def delivering(**source):
-        found = EventSource.objects.filter(**source).first()
-        return found is not None and found.is_delivering()
+    def source(**where):
+        return EventSource.objects.filter(**where).first()
 
     if cr.parent_id is None:
-        parent_side = delivering(registry_id=cr.registry_id, connected_registry__isnull=True)
+        parent_side = delivering(source(registry_id=cr.registry_id, connected_registry__isnull=True))
     else:
         parent_side = cr.parent.mode == ConnectedRegistry.Mode.READ_ONLY \
-            or delivering(connected_registry_id=cr.parent_id)
-    own_side = cr.mode == ConnectedRegistry.Mode.READ_ONLY or delivering(connected_registry_id=cr.pk)
+            or delivering(source(connected_registry_id=cr.parent_id))
+    own_side = cr.mode == ConnectedRegistry.Mode.READ_ONLY or delivering(source(connected_registry_id=cr.pk))
     return parent_side and own_side
 
 

@@ -6,8 +6,8 @@
 Errors are JSON in the registry's shape, {"errors": [{"code", "message"}]}:
 401 (with a Basic challenge) for refused credentials, and for a service no
 registry here has (answered as an unknown token is: which registries exist
-is nobody's business), 429 with Retry-After while a token is slowed down. Only GET:
-clients that try the OAuth2 POST first fall back to GET on 405.
+is nobody's business); 429 with Retry-After while a token is slowed down.
+Only GET: clients that try the OAuth2 POST first fall back to GET on 405.
 """
 from __future__ import annotations
 

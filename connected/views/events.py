@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from connected import events
-from connected.messages import EventSource
+from connected.messages import EventSource, delivering
 from connected.models import ConnectedRegistry
 from connected.sync.dispatch import events_wired
 from connected.tokenservice.registry_config import notifications_block
@@ -80,17 +80,14 @@ def delivery(cr: ConnectedRegistry) -> dict:
         text = ("changes arrive as sync messages, applied in its sync window (a full comparison when they "
                 "cannot be trusted)" if wired
                 else "no events wired: each sync window opens with a full comparison")
-    def silent(source) -> bool:
-        return source is None or not source.is_delivering()
-
     missing = []
     if not wired:
         if cr.parent_id is None:
-            if silent(registry_source(cr.registry)):
+            if not delivering(registry_source(cr.registry)):
                 missing.append({"who": f"registry {cr.registry.name}", "home": True})
-        elif cr.parent.mode == ConnectedRegistry.Mode.READ_WRITE and silent(cr.parent.event_source_or_none()):
+        elif cr.parent.mode == ConnectedRegistry.Mode.READ_WRITE and not delivering(cr.parent.event_source_or_none()):
             missing.append({"who": f"its parent {cr.parent.name}", "parent": cr.parent.name})
-        if cr.mode == ConnectedRegistry.Mode.READ_WRITE and silent(cr.event_source_or_none()):
+        if cr.mode == ConnectedRegistry.Mode.READ_WRITE and not delivering(cr.event_source_or_none()):
             missing.append({"who": f"{cr.name} itself", "self": True})
     return {"wired": wired, "text": text, "missing": missing}
 
