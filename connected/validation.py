@@ -182,43 +182,38 @@ def normalize_sync_properties(schedule: str | None, window: str | None) -> tuple
     return schedule, window or DEFAULT_SYNC_WINDOW
 
 
-def validate_login_server(url: str, field: str = "login_server") -> str:
-    """The URL of an OCI endpoint: http or https, a host, optional port, no
-    query. Returns it without a trailing slash."""
-    text = (url or "").strip()
-    if "://" not in text:
-        text = "https://" + text if text else text
+def _http_url(url: str, text: str, field: str, what: str, shape: str, path_allowed: bool) -> str:
+    """text as an http(s) URL: a host, optional port (and path when allowed),
+    never credentials (they would be stored and printed back), a query or a
+    fragment; without a trailing slash. Errors name field and show shape."""
     parts = urlsplit(text)
     if parts.username is not None or parts.password is not None:
-        # Never store (or print back) credentials given in a URL.
-        fail(field, "a login server URL must not carry credentials: use http(s)://host[:port].")
+        fail(field, f"{what} must not carry credentials: use {shape}.")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
-            or parts.path.strip("/"):
-        fail(field, f"'{url}' is not a valid login server URL: use http(s)://host[:port], without a path.")
+            or any(c.isspace() for c in text) or (not path_allowed and parts.path.strip("/")):
+        fail(field, f"'{url}' is not a valid {what.removeprefix('a ').removeprefix('the ')}: use {shape}.")
     try:
         parts.port
     except ValueError:
         fail(field, f"'{url}' has an invalid port.")
     return text.rstrip("/")
+
+
+def validate_login_server(url: str, field: str = "login_server") -> str:
+    """The URL of an OCI endpoint: http or https, a host, optional port, no
+    path or query (https:// is assumed when no scheme is given)."""
+    text = (url or "").strip()
+    if text and "://" not in text:
+        text = "https://" + text
+    return _http_url(url, text, field, "a login server URL", "http(s)://host[:port], without a path",
+                     path_allowed=False)
 
 
 def validate_portal_url(url: str, field: str = "portal_url") -> str:
     """The portal as registries reach it (realm and events URLs are made from
-    it): http or https, a host, optional port and path, no credentials, query
-    or fragment. Returns it without a trailing slash."""
-    text = (url or "").strip()
-    parts = urlsplit(text)
-    if parts.username is not None or parts.password is not None:
-        fail(field, "the portal URL must not carry credentials: use http(s)://host[:port][/path].")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
-            or any(c.isspace() for c in text):
-        fail(field, f"'{url}' is not a valid portal URL: use http(s)://host[:port][/path], as registries reach "
-                    "the portal.")
-    try:
-        parts.port
-    except ValueError:
-        fail(field, f"'{url}' has an invalid port.")
-    return text.rstrip("/")
+    it): http or https, a host, optional port and path."""
+    return _http_url(url, (url or "").strip(), field, "the portal URL",
+                     "http(s)://host[:port][/path], as registries reach the portal", path_allowed=True)
 
 
 def validate_listen_address(addr: str, field: str = "http_addr") -> str:
